@@ -1,0 +1,187 @@
+"""Method, dataset and suite cards: YAML files that hold a method's paper settings and a dataset's layout.
+
+Usage:
+    >>> from bench import cards
+    >>> cards.dataset_card("oxford_pets").template
+    'a photo of a {}, a type of pet.'
+    >>> cards.method_card("clipfit").params["lam"]
+    2.0
+
+Cards live in the top-level `methods/` and `datasets/` folders of a checkout, and inside the wheel as
+`bench/_cards/{methods,datasets}`. Extra card folders can be added with BENCH_CARDS_PATH (os.pathsep-separated
+folders, each holding `methods/` and/or `datasets/`).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.errors import BenchError, did_you_mean
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+DATASET_KINDS = ("split_json", "imagenet", "fgvc", "imagenet_variant", "image_folder", "csv")
+
+
+def card_dirs(kind: str) -> list[Path]:
+    """Folders holding cards of `kind` ("methods" or "datasets"), user folders first."""
+    dirs = [Path(p) / kind for p in os.environ.get("BENCH_CARDS_PATH", "").split(os.pathsep) if p]
+    for candidate in (PACKAGE_DIR / "_cards" / kind, PACKAGE_DIR.parent / kind):
+        if candidate.is_dir():
+            dirs.append(candidate)
+            break
+    return [d for d in dirs if d.is_dir()]
+
+
+def load_yaml(path: Path) -> Any:
+    """Read a YAML file; a syntax error becomes a one-line BenchError naming the file and position."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise BenchError(f"malformed YAML in {path}{where}: {problem}") from None
+    except OSError as err:
+        raise BenchError(f"cannot read {path}: {err.strerror}") from None
+
+
+@functools.lru_cache(maxsize=None)
+def _index(kind: str) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for folder in card_dirs(kind):
+        for path in sorted(folder.glob("*.yaml")):
+            if path.name != "suites.yaml":
+                found.setdefault(path.stem, path)
+    return found
+
+
+@dataclass(frozen=True)
+class DatasetCard:
+    name: str
+    title: str
+    version: int
+    kind: str
+    folder: str
+    template: str
+    image_dir: str = "images"
+    split_file: str | None = None
+    classnames_file: str | None = None       # imagenet / imagenet_variant: "<wnid> <name>" per line
+    label_from: str = "wnid"                 # imagenet_variant: "wnid" (sorted wnid index) or "folder_int"
+    classname_fixes: dict[str, str] = field(default_factory=dict)
+    drop_classes: tuple[str, ...] = ()       # e.g. Caltech101's BACKGROUND_Google, Faces_easy
+    split_ratio: tuple[float, float, float] = (0.5, 0.2, 0.3)  # image_folder / csv without a split column
+    csv_file: str | None = None
+    path: str = ""                           # the card file itself
+
+    def describe_split_source(self, data_root: Path) -> str:
+        base = Path(data_root) / self.folder
+        if self.kind in ("split_json", "image_folder") and self.split_file:
+            return str(base / self.split_file)
+        if self.kind == "csv":
+            return str(base / (self.csv_file or "data.csv"))
+        return str(base / self.image_dir)
+
+
+@dataclass(frozen=True)
+class MethodCard:
+    name: str
+    title: str
+    version: int
+    paper: str
+    trains: bool
+    params: dict[str, Any]
+    train: dict[str, Any]
+    overrides: tuple[dict[str, Any], ...]
+    path: str = ""
+
+
+def _build(cls, raw: Any, path: Path):
+    if not isinstance(raw, dict):
+        raise BenchError(f"card {path} must be a YAML mapping, got {type(raw).__name__}")
+    valid = {f.name for f in fields(cls)} - {"path"}
+    unknown = sorted(set(raw) - valid)
+    if unknown:
+        raise BenchError(f"card {path}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(valid))}")
+    raw = dict(raw)
+    for key in ("drop_classes", "split_ratio", "overrides"):
+        if key in raw and isinstance(raw[key], list):
+            raw[key] = tuple(raw[key])
+    try:
+        return cls(**raw, path=str(path))
+    except TypeError as err:
+        raise BenchError(f"card {path}: {err}") from None
+
+
+@functools.lru_cache(maxsize=None)
+def dataset_card(name: str) -> DatasetCard:
+    index = _index("datasets")
+    if name not in index:
+        raise did_you_mean("dataset", name, index)
+    card = _build(DatasetCard, load_yaml(index[name]), index[name])
+    if card.kind not in DATASET_KINDS:
+        raise BenchError(f"card {card.path}: kind '{card.kind}' is unknown; valid: {', '.join(DATASET_KINDS)}")
+    if card.template.count("{}") != 1:
+        raise BenchError(f"card {card.path}: template must contain exactly one '{{}}', got {card.template!r}")
+    return card
+
+
+@functools.lru_cache(maxsize=None)
+def method_card(name: str) -> MethodCard:
+    index = _index("methods")
+    if name not in index:
+        raise did_you_mean("method", name, index)
+    raw = load_yaml(index[name])
+    if isinstance(raw, dict):
+        raw = {"params": {}, "train": {}, "overrides": (), "trains": True, **raw}
+    return _build(MethodCard, raw, index[name])
+
+
+def dataset_names() -> list[str]:
+    return sorted(_index("datasets"))
+
+
+def method_names() -> list[str]:
+    return sorted(_index("methods"))
+
+
+@functools.lru_cache(maxsize=None)
+def suites() -> dict[str, dict[str, Any]]:
+    """All suites: name → {title, datasets, and optional backbone/pretrained/data_root/train/methods/input}."""
+    merged: dict[str, dict[str, Any]] = {}
+    for folder in reversed(card_dirs("datasets")):
+        path = folder / "suites.yaml"
+        if path.is_file():
+            raw = load_yaml(path) or {}
+            if not isinstance(raw, dict):
+                raise BenchError(f"{path} must map suite names to suites")
+            merged.update(raw)
+    return merged
+
+
+def suite(name: str) -> dict[str, Any]:
+    all_suites = suites()
+    if name not in all_suites:
+        raise did_you_mean("suite", name, all_suites)
+    return all_suites[name]
+
+
+def suite_of(dataset: str) -> str | None:
+    """The first suite that lists `dataset`, for display."""
+    for name, spec in suites().items():
+        if dataset in (spec.get("datasets") or []):
+            return name
+    return None
+
+
+def clear_caches() -> None:
+    """Forget loaded cards (tests that write cards call this)."""
+    for fn in (_index, dataset_card, method_card, suites):
+        fn.cache_clear()

@@ -1,0 +1,185 @@
+"""Run one cell: data → method → train → evaluate → result.json (the unit every executor runs).
+
+Usage:
+    >>> from bench.cell import run_cell
+    >>> result = run_cell(cell, Path("results"))      # returns the result dict; never raises for a cell's own error
+
+A failing cell is recorded as failed (error + log path) and returned, so a sweep goes on. Training state is
+checkpointed under the cell's `ckpt/` after every epoch; rerunning an unfinished cell resumes from it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+from pathlib import Path
+
+from bench import cards
+from bench.config import TrainConfig
+from bench.errors import BenchError
+from bench.results import ResultStore, environment, utcnow
+
+logger = logging.getLogger(__name__)
+
+
+def _device():
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _device_name(device) -> str:
+    import torch
+
+    return f"cuda:{device.index or 0} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
+
+
+def _peak_mem_mb(device) -> float:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _prepare_data(cell: dict):
+    from bench.data.fewshot import base_new_split, sample_fewshot
+    from bench.grid import _splits, fewshot_manifest
+
+    cfg = cell["config"]
+    card = cards.dataset_card(cfg["dataset"])
+    splits = _splits(cfg["dataset"], cell["data_root"])
+    train, val = sample_fewshot(splits, cfg["shots"], cfg["seed"], has_val=card.kind != "imagenet")
+    sha = fewshot_manifest(cfg["dataset"], cell["data_root"], cfg["shots"], cfg["seed"])[1] if cfg["shots"] else None
+    if cell.get("manifest_sha256") and sha != cell["manifest_sha256"]:
+        raise BenchError(f"few-shot manifest of {cfg['dataset']} changed since planning (data or split file edited)")
+    if cfg["shots"] == 0:
+        train, val = [], []
+    return card, splits, train, val, sha, base_new_split
+
+
+def _evaluations(cell, card, splits, train, val, base_new_split):
+    """(name, class names, items, dataset, template) to evaluate, and the training view."""
+    cfg = cell["config"]
+    if cfg["protocol"] == "base2new":
+        labels_from = train or splits.train
+        base = base_new_split(labels_from, val, splits.test, "base")
+        new = base_new_split(labels_from, [], splits.test, "new")
+        return (base.train, base.classnames), [("base", base.classnames, base.test, card.name, card.template),
+                                               ("new", new.classnames, new.test, card.name, card.template)]
+    evals = [("all" if cfg["protocol"] == "fewshot" else "source", splits.classnames, splits.test, card.name,
+              card.template)]
+    from bench.grid import _splits
+
+    for target in cfg.get("targets") or []:
+        tcard = cards.dataset_card(target)
+        tsplits = _splits(target, cell["data_root"])
+        evals.append((target, tsplits.classnames, tsplits.test, target, tcard.template))
+    return (train, splits.classnames), evals
+
+
+def _execute(cell: dict, run_dir: Path, result: dict, stop_after_epoch: int | None) -> None:
+    import torch
+
+    from bench.backbone import load_backbone
+    from bench.checkpoint import save_tensors
+    from bench.evaluator import FeatureCache, evaluate
+    from bench.methods import build_method
+    from bench.trainer import train as train_method
+
+    cfg = cell["config"]
+    card, splits, train, val, sha, base_new_split = _prepare_data(cell)
+    (train_items, train_names), evals = _evaluations(cell, card, splits, train, val, base_new_split)
+    device = _device()
+    torch.manual_seed(cfg["seed"])
+    bb = load_backbone(cfg["backbone"], cfg["pretrained"])
+    method = build_method(cfg["method"], bb, train_names, card.template, cfg["params"], dataset=card.name)
+    result["data"] = {"manifest_sha256": sha, "n_train": len(train_items), "n_val": len(val),
+                      "n_classes": len(splits.classnames), "classes": {e[0]: len(e[1]) for e in evals}}
+    tcfg = TrainConfig(**{**cfg["train"], "betas": tuple(cfg["train"]["betas"]),
+                          "rrc_scale": tuple(cfg["train"]["rrc_scale"])}) if method.trains else TrainConfig()
+    stats = None
+    if method.trains:
+        stats = train_method(method, train_items, tcfg, cfg["shots"], cfg["seed"], device, run_dir / "ckpt",
+                             stop_after_epoch=stop_after_epoch)
+        result["resumed"] = stats.resumed_from_epoch is not None
+        if stop_after_epoch is not None and stats.epochs < _total_epochs(tcfg, cfg["shots"], len(train_items)):
+            raise InterruptedError(f"stopped after epoch {stats.epochs} as asked")
+    cache = FeatureCache(Path(result["_root"]) / "features") if method.frozen_image_tower else None
+    t0 = time.perf_counter()
+    metrics = {}
+    for name, classnames, items, dataset, template in evals:
+        if name == "new" and not method.supports_new_classes:
+            continue
+        if name != evals[0][0]:
+            method.retarget(classnames, dataset, template)
+        metrics[name] = evaluate(method, items, device, tcfg.test_batch_size, tcfg.num_workers, cache, bb.id)
+        logger.info("%s %s: acc %.2f macro-F1 %.2f (n=%d)", cfg["method"], name, metrics[name]["acc"],
+                    metrics[name]["macro_f1"], metrics[name]["n"])
+    result["metrics"] = metrics
+    total = sum(p.numel() for p in method.parameters())
+    result["cost"] = {"train_s": stats.train_s if stats else 0.0, "eval_s": time.perf_counter() - t0,
+                      "images_per_s": stats.images_per_s if stats else 0.0, "peak_mem_mb": _peak_mem_mb(device),
+                      "trainable_params": method.count_trainable(), "total_params": total,
+                      "device": _device_name(device), "iters": stats.iters if stats else 0}
+    if method.trains and (method.count_trainable() < 5_000_000 or os.environ.get("BENCH_KEEP_FULL")):
+        path = run_dir / "trainable.safetensors"
+        save_tensors(path, method.trainable_state(), metadata={"cell_id": cell["cell_id"]})
+        import hashlib
+
+        result["artifacts"] = {"trainable": {"path": path.name,
+                                             "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}}
+
+
+def _total_epochs(tcfg: TrainConfig, shots: int, n: int) -> int:
+    import math
+
+    per_epoch = n // tcfg.batch_size if n >= tcfg.batch_size else 1
+    return math.ceil(tcfg.total_iters(shots, per_epoch) / per_epoch)
+
+
+def run_cell(cell: dict, root: Path, force: bool = False, stop_after_epoch: int | None = None) -> dict:
+    """Run `cell` unless a completed result exists (or another process holds it); return its result."""
+    store = ResultStore(root)
+    if not force and store.is_completed(cell):
+        return store.read(cell)
+    run_dir = store.cell_dir(cell)
+    with store.lock(cell) as got:
+        if not got:
+            return {"cell_id": cell["cell_id"], "status": "running"}
+        if not force and store.is_completed(cell):
+            return store.read(cell)
+        handler = logging.FileHandler(run_dir / "log.txt")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(handler)
+        logging.getLogger().setLevel(min(logging.getLogger().level or logging.INFO, logging.INFO))
+        result = {"schema_version": 1, "cell_id": cell["cell_id"], "status": "running", "config": cell["config"],
+                  "data": {}, "metrics": {}, "cost": {}, "env": {}, "started_at": utcnow(), "finished_at": None,
+                  "resumed": False, "error": None, "artifacts": {}, "_root": str(root)}
+        try:
+            result["env"] = environment()
+            _execute(cell, run_dir, result, stop_after_epoch)
+            result["status"] = "completed"
+        except InterruptedError:
+            raise
+        except Exception as err:  # one failing cell never kills a sweep: record it
+            logger.error("cell %s failed: %s", cell["cell_id"], err)
+            (run_dir / "log.txt").open("a").write(traceback.format_exc())
+            result["status"] = "failed"
+            message = str(err).splitlines()[0] if str(err) else ""
+            result["error"] = {"type": type(err).__name__, "message": message, "log": str(run_dir / "log.txt")}
+        finally:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+        result.pop("_root", None)
+        result["finished_at"] = utcnow()
+        store.write_result(cell, result)
+        if result["status"] == "completed":
+            import shutil
+
+            shutil.rmtree(run_dir / "ckpt", ignore_errors=True)
+        return result

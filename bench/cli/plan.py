@@ -1,0 +1,51 @@
+"""`bench plan`: the cells a run would execute, which are complete, and where they would go (no torch)."""
+
+from __future__ import annotations
+
+HELP = "dry run: print the grid's cells, which are complete, and what would be submitted where"
+EPILOG = """examples:
+  bench plan                                          # the mini-world default
+  bench plan --suite coop11 --data-root $DATA --methods clipfit,coop --shots 1,16 --seeds 1,2,3
+  bench plan --protocol base2new --suite coop11 --data-root $DATA --executor slurm --profile local
+"""
+
+
+def add_arguments(p) -> None:
+    from bench.cli._grid_args import add_grid_arguments
+
+    add_grid_arguments(p)
+    p.add_argument("--executor", choices=["local", "slurm", "debug"], default="local")
+    p.add_argument("--cells-per-job", type=int, default=1)
+    p.add_argument("--profile", help="SLURM profile (slurm/profiles/<name>.yaml)")
+
+
+def execute(args) -> int:
+    from collections import Counter
+
+    from tabulate import tabulate
+
+    from bench.cli._grid_args import build_grid
+    from bench.grid import expand
+    from bench.results import ResultStore
+
+    grid = build_grid(args, prepare_world=False)
+    cells = expand(grid)
+    store = ResultStore(args.results)
+    rows, counts = [], Counter()
+    for cell in cells:
+        c = cell["config"]
+        status = store.status(cell)
+        counts[status] += 1
+        rows.append((cell["cell_id"], c["method"], c["dataset"], c["protocol"], c["shots"], c["seed"],
+                     status, f"epochs={c['train'].get('epochs')} iters/K={c['train'].get('iters_per_shot')}"
+                     if c["train"] else ""))
+    print(tabulate(rows, headers=["cell", "method", "dataset", "protocol", "K", "seed", "status", "budget"]))
+    todo = counts["pending"] + counts["failed"]
+    where = args.executor
+    if args.executor == "slurm":
+        jobs = -(-todo // max(args.cells_per_job, 1))
+        where = f"slurm: {jobs} array task(s) of ≤{args.cells_per_job} cell(s), profile {args.profile or 'flags'}"
+    print(f"\n{len(cells)} cells: {counts['completed']} completed, {counts['failed']} failed, "
+          f"{counts['running']} running, {counts['pending']} pending → {todo} to run on {where}; "
+          f"backbone {grid.backbone}/{grid.pretrained}, results in {args.results}")
+    return 0

@@ -1,0 +1,103 @@
+"""`bench run`: expand the grid, skip completed cells, run the rest, then regenerate the leaderboard."""
+
+from __future__ import annotations
+
+HELP = "run a grid of methods × datasets × shots × seeds (default: the offline mini world)"
+EPILOG = """examples:
+  bench run --methods clipfit,coop --shots 1,4,16                 # mini world, CPU, offline
+  bench run --suite coop11 --data-root $DATA --backbone ViT-B-16 --pretrained openai --methods clipfit
+  bench run --protocol base2new --suite coop11 --data-root $DATA --executor slurm --profile mycluster
+  bench run --methods lora --gpus 0,1,2,3 --suite coop11 --data-root $DATA
+"""
+
+
+def add_arguments(p) -> None:
+    from bench.cli._grid_args import add_grid_arguments
+
+    add_grid_arguments(p)
+    e = p.add_argument_group("execution")
+    e.add_argument("--executor", choices=["local", "slurm", "debug"], default="local")
+    e.add_argument("--gpus", help="local: comma-separated GPU ids, one worker process per GPU")
+    e.add_argument("--force", action="store_true", help="rerun cells even when a completed result exists")
+    e.add_argument("--retry-failed", action="store_true", help="run only the cells whose last result failed")
+    e.add_argument("--no-leaderboard", action="store_true", help="do not regenerate results/LEADERBOARD.md")
+    s = p.add_argument_group("slurm (flags override --profile)")
+    s.add_argument("--profile", help="slurm/profiles/<name>.yaml or a YAML path")
+    for flag, typ in (("partition", str), ("gpus-per-node", int), ("cpus-per-task", int), ("mem-gb", float),
+                      ("timeout-min", int), ("account", str), ("qos", str), ("array-parallelism", int),
+                      ("cells-per-job", int), ("max-array-size", int)):
+        s.add_argument(f"--{flag}", type=typ)
+    s.add_argument("--setup", action="append", help="shell line run before each task (repeatable)")
+    s.add_argument("--wait", action="store_true", help="follow the submitted jobs with a progress bar")
+
+
+def _slurm_options(args):
+    from bench.executors.slurm import SlurmOptions, load_profile
+
+    raw = load_profile(args.profile) if args.profile else {}
+    for key in ("partition", "gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min", "account", "qos",
+                "array_parallelism", "cells_per_job", "max_array_size", "setup"):
+        if getattr(args, key) is not None:
+            raw[key] = getattr(args, key)
+    return SlurmOptions(**raw)
+
+
+def execute(args) -> int:
+    import hashlib
+
+    from bench.cli._grid_args import build_grid
+    from bench.grid import expand
+    from bench.results import ResultStore, utcnow
+
+    grid = build_grid(args, prepare_world=True)
+    cells = expand(grid)
+    store = ResultStore(args.results)
+    status = {c["cell_id"]: store.status(c) for c in cells}
+    if args.retry_failed:
+        todo = [c for c in cells if status[c["cell_id"]] == "failed"]
+    else:
+        todo = [c for c in cells if args.force or status[c["cell_id"]] != "completed"]
+    sweep_id = utcnow().replace(":", "").replace("-", "") + "-" + hashlib.sha256(
+        "".join(c["cell_id"] for c in cells).encode()).hexdigest()[:8]
+    keys = ("method", "dataset", "protocol", "shots", "seed", "backbone", "pretrained")
+    sweep = {"sweep_id": sweep_id, "created_at": utcnow(), "executor": args.executor,
+             "cells": [{"cell_id": c["cell_id"], **{k: c["config"][k] for k in keys}} for c in cells], "jobs": {}}
+    print(f"{len(cells)} cells, {len(cells) - len(todo)} already complete, {len(todo)} to run "
+          f"({grid.backbone}/{grid.pretrained}, results in {args.results})", flush=True)
+    store.write_sweep(sweep)
+    failed = 0
+    if todo and args.executor in ("slurm", "debug"):
+        from bench.executors.slurm import submit, wait
+
+        jobs, sweep["jobs"] = submit(todo, args.results, _slurm_options(args), cluster=args.executor, force=args.force)
+        store.write_sweep(sweep)
+        print(f"submitted {len(todo)} cells as {len(jobs)} task(s); follow with: bench status {args.results}")
+        if args.executor == "debug" or args.wait:
+            if args.executor == "debug":
+                for job in jobs:
+                    job.result()
+            else:
+                wait(jobs)
+            failed = sum(store.status(c) == "failed" for c in todo)
+        else:
+            return 0
+    elif todo and args.gpus:
+        from bench.executors.local import run_on_gpus
+
+        failed = run_on_gpus(todo, args.results, [g.strip() for g in args.gpus.split(",")], args.force)["failed"]
+    elif todo:
+        from bench.executors.local import run_local
+
+        failed = run_local(todo, args.results, force=args.force)["failed"]
+    if not args.no_leaderboard:
+        _leaderboard(args.results)
+    if failed:
+        print(f"{failed} cell(s) failed; see `bench status {args.results}`")
+    return 1 if failed else 0
+
+
+def _leaderboard(root) -> None:
+    from bench.leaderboard import write_leaderboard
+
+    path = write_leaderboard(root)
+    print(f"leaderboard: {path}")

@@ -1,0 +1,121 @@
+"""Resolve a cell's settings with one precedence rule: code defaults < method card < card overrides < suite < --set.
+
+Usage:
+    >>> from bench.config import resolve
+    >>> params, train = resolve("clipfit", dataset="dtd", protocol="fewshot", shots=16)
+    >>> params["lam"], train.epochs
+    (8.0, 100)
+
+`TrainConfig` holds everything the trainer needs; method-specific hyperparameters stay in the method card's
+`params`. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, fields
+from typing import Any
+
+import yaml
+
+from bench import cards
+from bench.errors import BenchError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    optimizer: str = "sgd"                 # sgd (Dassl: momentum 0.9, wd on every trainable tensor) | adamw
+    lr: float = 0.002
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    batch_size: int = 32
+    epochs: int | None = 100               # epoch budget (Dassl methods)
+    iters_per_shot: int | None = None      # iteration budget = iters_per_shot × K (CLIP-LoRA: 500); wins over epochs
+    schedule: str = "dassl_cosine"         # dassl_cosine (per epoch, epoch 0 constant warmup_lr) | cosine_iter | constant
+    warmup_epochs: int = 1                 # dassl_cosine: epochs held at warmup_lr ("constant" warm-up)
+    warmup_lr: float = 1e-5
+    warmup_iters: int = 0                  # cosine_iter: linear warm-up from 0 over this many iterations
+    min_lr: float = 0.0                    # cosine floor (CLIP-LoRA: 1e-6)
+    precision: str = "auto"                # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16 | fp16 (fp32 master weights)
+    test_batch_size: int = 100
+    num_workers: int = 0
+    grad_clip: float | None = None
+    rrc_scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop scale of the train transform
+    ckpt_every: int = 1                    # epochs between training-state checkpoints
+
+    def total_iters(self, shots: int, iters_per_epoch: int) -> int:
+        if self.iters_per_shot:
+            return self.iters_per_shot * max(shots, 1)
+        return (self.epochs or 0) * iters_per_epoch
+
+
+TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
+
+
+def _matches(when: dict[str, Any], ctx: dict[str, Any]) -> bool:
+    for key, want in when.items():
+        values = want if isinstance(want, list) else [want]
+        if ctx.get(key) not in values:
+            return False
+    return True
+
+
+def _apply(params: dict, train: dict, updates: dict[str, Any], source: str) -> None:
+    for key, value in (updates or {}).items():
+        if key in params:
+            params[key] = value
+        elif key in TRAIN_KEYS:
+            train[key] = value
+        else:
+            valid = sorted(set(params) | TRAIN_KEYS)
+            raise BenchError(f"{source}: unknown setting '{key}'; valid: {', '.join(valid)}")
+        logger.debug("%s sets %s=%r", source, key, value)
+
+
+def parse_sets(items: list[str] | None) -> dict[str, Any]:
+    """Parse `--set key=value` items; values are YAML scalars (so 0, false, 1e-3, [0.5, 1.0] work)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BenchError(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def resolve(method: str, dataset: str, protocol: str, shots: int, suite: dict[str, Any] | None = None,
+            sets: dict[str, Any] | None = None) -> tuple[dict[str, Any], TrainConfig]:
+    """Return (method params, TrainConfig) for one cell, applying every layer in precedence order."""
+    card = cards.method_card(method)
+    params = dict(card.params)
+    train = {f.name: getattr(TrainConfig(), f.name) for f in fields(TrainConfig)}
+    _apply(params, train, card.train, f"method card {card.path}")
+    ctx = {"dataset": dataset, "protocol": protocol, "shots": shots}
+    for i, rule in enumerate(card.overrides):
+        if not isinstance(rule, dict) or "set" not in rule:
+            raise BenchError(f"method card {card.path}: overrides[{i}] needs 'when' and 'set'")
+        if _matches(rule.get("when") or {}, ctx):
+            _apply(params, train, rule["set"], f"method card {card.path} overrides[{i}]")
+    suite = suite or {}
+    _apply(params, train, suite.get("train"), "suite train settings")
+    _apply(params, train, (suite.get("methods") or {}).get(method), f"suite settings for {method}")
+    if "input" in suite and "rrc_scale" in (suite["input"] or {}):
+        train["rrc_scale"] = suite["input"]["rrc_scale"]
+    _apply(params, train, sets, "--set")
+    for key in ("betas", "rrc_scale"):
+        train[key] = tuple(train[key])
+    try:
+        return params, TrainConfig(**train)
+    except TypeError as err:
+        raise BenchError(f"invalid training settings for {method}: {err}") from None
+
+
+def as_dict(train: TrainConfig) -> dict[str, Any]:
+    out = dataclasses.asdict(train)
+    for key in ("betas", "rrc_scale"):
+        out[key] = list(out[key])
+    return out

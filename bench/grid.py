@@ -1,0 +1,124 @@
+"""Expand methods × datasets × shots × seeds × protocol into cells (no torch).
+
+Usage:
+    >>> from bench.grid import Grid, expand
+    >>> cells = expand(Grid(methods=["clipfit", "coop"], datasets=["dtd"], shots=[1, 16], seeds=[1, 2, 3],
+    ...                     data_root="/data", backbone="ViT-B-16", pretrained="openai"))
+    >>> cells[0]["cell_id"], cells[0]["config"]["train"]["epochs"]
+
+A cell is a plain JSON-able dict: `config` (everything that defines the result), `cell_id` (sha256 of the
+canonical config and the few-shot manifest hash, 16 hex), `data_root` and `manifest_sha256`. Protocols:
+fewshot (all classes, K ∈ shots), base2new (K = 16 unless --shots, train on base, test base and new),
+xd (train on the source — ImageNet — and test on the other datasets), dg (train on ImageNet, test on V2/Sketch/A/R).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import cards
+from bench.config import as_dict, resolve
+from bench.data.fewshot import manifest, manifest_sha256, sample_fewshot
+from bench.data.splits import read_splits
+from bench.errors import BenchError
+
+PROTOCOLS = ("fewshot", "base2new", "xd", "dg")
+DG_TARGETS = ["imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r"]
+
+
+@dataclass
+class Grid:
+    methods: list[str]
+    datasets: list[str]
+    shots: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    protocol: str = "fewshot"
+    backbone: str = "ViT-B-16"
+    pretrained: str | None = "openai"
+    data_root: str = "data"
+    suite: str | None = None
+    sets: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None          # xd/dg: the training dataset (default imagenet)
+    targets: list[str] | None = None   # xd/dg: evaluated datasets (default: the other datasets / the variants)
+
+
+def canonical_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=64)
+def _splits(dataset: str, data_root: str):
+    return read_splits(cards.dataset_card(dataset), Path(data_root))
+
+
+def fewshot_manifest(dataset: str, data_root: str, shots: int, seed: int) -> tuple[dict, str]:
+    card = cards.dataset_card(dataset)
+    splits = _splits(dataset, data_root)
+    train, val = sample_fewshot(splits, shots, seed, has_val=card.kind != "imagenet")
+    obj = manifest(dataset, card.version, shots, seed, train, val, Path(data_root))
+    return obj, manifest_sha256(obj)
+
+
+def _check(grid: Grid) -> None:
+    if grid.protocol not in PROTOCOLS:
+        from bench.errors import did_you_mean
+
+        raise did_you_mean("protocol", grid.protocol, PROTOCOLS)
+    for k in grid.shots:
+        if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
+            raise BenchError(f"shots must be positive integers, got {k!r}")
+    for name in grid.methods:
+        cards.method_card(name)
+    for name in grid.datasets + ([grid.source] if grid.source else []) + (grid.targets or []):
+        cards.dataset_card(name)
+
+
+def _layout(grid: Grid) -> list[tuple[str, list[str]]]:
+    """(training dataset, evaluated targets) pairs for the protocol."""
+    if grid.protocol in ("fewshot", "base2new"):
+        return [(d, []) for d in grid.datasets]
+    source = grid.source or ("imagenet" if grid.protocol in ("xd", "dg") else grid.datasets[0])
+    if grid.targets is not None:
+        targets = grid.targets
+    elif grid.protocol == "dg":
+        targets = DG_TARGETS
+    else:
+        targets = [d for d in grid.datasets if d != source]
+    return [(source, list(targets))]
+
+
+def expand(grid: Grid, with_data: bool = True) -> list[dict]:
+    """All cells of the grid; `with_data` reads split files to fold the few-shot manifest into the cell id."""
+    _check(grid)
+    suite = cards.suite(grid.suite) if grid.suite else {}
+    cells = []
+    for method in grid.methods:
+        mcard = cards.method_card(method)
+        shots = grid.shots if mcard.trains else [0]
+        seeds = grid.seeds if mcard.trains else grid.seeds[:1]
+        for dataset, targets in _layout(grid):
+            dcard = cards.dataset_card(dataset)
+            for k in shots:
+                for seed in seeds:
+                    params, train = resolve(method, dataset, grid.protocol, k, suite, grid.sets)
+                    config = {
+                        "method": method, "method_title": mcard.title, "method_version": mcard.version,
+                        "params": params, "train": as_dict(train) if mcard.trains else {},
+                        "backbone": grid.backbone, "pretrained": grid.pretrained,
+                        "dataset": dataset, "dataset_title": dcard.title, "dataset_version": dcard.version,
+                        "suite": grid.suite, "protocol": grid.protocol, "shots": k, "seed": seed,
+                        "targets": targets,
+                        "target_versions": {t: cards.dataset_card(t).version for t in targets},
+                    }
+                    sha = None
+                    if with_data and mcard.trains:
+                        sha = fewshot_manifest(dataset, grid.data_root, k, seed)[1]
+                    identity = {k2: v for k2, v in config.items() if k2 not in ("method_title", "dataset_title", "suite")}
+                    cells.append({"cell_id": canonical_hash([identity, sha])[:16], "config": config,
+                                  "data_root": str(grid.data_root), "manifest_sha256": sha})
+    return cells

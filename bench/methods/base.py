@@ -1,0 +1,169 @@
+"""The method interface: which tensors train, how logits are formed for a list of class names, the loss.
+
+Usage (what a new method looks like):
+    >>> @dataclass(frozen=True)
+    ... class Params:
+    ...     alpha: float = 0.2          # residual ratio
+    >>> class MyMethod(Method):
+    ...     Params = Params
+    ...     def setup(self): ...        # add modules, choose trainable tensors
+    ...     def image_features(self, images): ...
+
+The harness owns the loop (optimizer, schedule, AMP, checkpoints); a method never steps an optimizer.
+Default behaviour is CLIP's: logits = exp(logit_scale) · cos(image feature, class text feature).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.backbone import Backbone
+from bench.errors import BenchError
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_TEMPLATES_SELECT = (
+    "itap of a {}.", "a bad photo of the {}.", "a origami {}.", "a photo of the large {}.",
+    "a {} in a video game.", "art of the {}.", "a photo of the small {}.",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class NoParams:
+    pass
+
+
+def parse_params(cls, params: dict[str, Any], method: str):
+    valid = {f.name: f.default for f in dataclasses.fields(cls)}
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        listing = ", ".join(f"{k}={v!r}" for k, v in valid.items())
+        raise BenchError(f"method '{method}': unknown parameter(s) {', '.join(unknown)}; valid: {listing}")
+    return cls(**params)
+
+
+class Method(nn.Module):
+    """Base class: frozen CLIP, text features from templates, CLIP logits, cross-entropy."""
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type] = NoParams
+    trains: ClassVar[bool] = True
+    frozen_image_tower: ClassVar[bool] = False   # test image features can be cached and shared
+    frozen_text_tower: ClassVar[bool] = False    # class text features are computed once per class list
+    supports_new_classes: ClassVar[bool] = True
+
+    def __init__(self, backbone: Backbone, classnames: list[str], template: str, params: dict, dataset: str = ""):
+        super().__init__()
+        self.backbone = backbone
+        self.dataset = dataset
+        self.p = parse_params(self.Params, params, self.name)
+        self.clip = backbone.fresh_model()
+        for prm in self.clip.parameters():
+            prm.requires_grad_(False)
+        self.classnames: list[str] = []
+        self.template = template
+        self._text_cache: torch.Tensor | None = None
+        self.setup()
+        self.set_classnames(classnames, self.method_template(template))
+        n = self.count_trainable()
+        if self.trains and n == 0:
+            raise RuntimeError(f"method '{self.name}' selected no trainable parameters on {backbone.name}")
+        total = sum(p.numel() for p in self.parameters())
+        logger.info("%s: trainable %s / %s (%.4f%%)", self.name, f"{n:,}", f"{total:,}", 100 * n / max(total, 1))
+
+    # -- what subclasses override --
+    def setup(self) -> None:
+        """Add modules and mark trainable tensors (requires_grad)."""
+
+    def method_template(self, dataset_template: str) -> str:
+        """The prompt template this method uses for the dataset (a card may override per dataset)."""
+        overrides = getattr(self.p, "templates", None) or {}
+        return overrides.get(self.dataset, dataset_template)
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) → (B, D) un-normalised image features."""
+        return self.clip.encode_image(images)
+
+    def head(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+        """Logits from un-normalised image features (B, D) and class text features (C, D)."""
+        img = F.normalize(image_features, dim=-1)
+        txt = F.normalize(text_features, dim=-1)
+        return self.clip.logit_scale.exp() * img @ txt.t()          # (B, C)
+
+    def compute_text_features(self) -> torch.Tensor:
+        """(C, D) class text features through the (possibly tuned) text tower."""
+        tokens = self.class_tokens.to(self.device)
+        return self.clip.encode_text(tokens)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        ce = F.cross_entropy(logits, labels)
+        return ce, {"ce": float(ce.detach())}
+
+    # -- shared machinery --
+    @property
+    def device(self) -> torch.device:
+        return self.clip.logit_scale.device
+
+    def set_classnames(self, classnames: list[str], template: str | None = None) -> None:
+        """Rebuild the classifier for a new class list (base-to-new, cross-dataset)."""
+        self.classnames = list(classnames)
+        if template is not None:
+            self.template = template
+        self.class_tokens = self.backbone.tokenize([self.template.format(c) for c in self.classnames])
+        self._text_cache = None
+
+    def retarget(self, classnames: list[str], dataset: str, dataset_template: str) -> None:
+        """Point the trained model at another class list / dataset (new classes, cross-dataset targets)."""
+        if not self.supports_new_classes and list(classnames) != self.classnames:
+            missing = [c for c in classnames if c not in self.classnames]
+            if missing:
+                raise BenchError(f"method '{self.name}' cannot classify classes it was not trained on "
+                                 f"(e.g. '{missing[0]}')")
+        self.dataset = dataset
+        self.set_classnames(classnames, self.method_template(dataset_template))
+
+    def text_features(self) -> torch.Tensor:
+        """Class text features; recomputed every training step unless the text tower is frozen."""
+        if self._text_cache is not None:
+            return self._text_cache
+        if self.frozen_text_tower or not self.training:
+            with torch.no_grad():
+                self._text_cache = self.compute_text_features()
+            return self._text_cache
+        return self.compute_text_features()
+
+    def train(self, mode: bool = True):
+        self._text_cache = None if not self.frozen_text_tower else self._text_cache
+        return super().train(mode)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.image_features(images), self.text_features())
+
+    def logits_from_features(self, image_features: torch.Tensor) -> torch.Tensor:
+        """For frozen image towers: logits from cached `clip.encode_image` features."""
+        return self.head(image_features, self.text_features())
+
+    def trainable_parameters(self) -> dict[str, nn.Parameter]:
+        return {n: p for n, p in self.named_parameters() if p.requires_grad}
+
+    def count_trainable(self) -> int:
+        return sum(p.numel() for p in self.trainable_parameters().values())
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().clone() for n, p in self.trainable_parameters().items()}
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        params = self.trainable_parameters()
+        missing = sorted(set(params) - set(state))
+        if missing:
+            raise BenchError(f"checkpoint lacks trainable tensor(s) {', '.join(missing[:3])}")
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(state[n])
+        self._text_cache = None

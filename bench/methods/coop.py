@@ -1,0 +1,96 @@
+"""CoOp (Zhou et al., IJCV 2022, arXiv 2109.01134): learn the prompt's context vectors, CLIP frozen.
+
+Usage:
+    $ bench run --methods coop --shots 1,2,4,8,16
+    $ bench run --methods coop --set ctx_init="a photo of a" --set class_token_position=middle
+
+Each class prompt is [SOS][v_1 … v_M][name tokens][.][EOS][pad…], built from the string "X X … X {name}." so that
+tokenisation fixes positions. Only the context trains: M × width (unified) or C × M × width (class-specific,
+random init only). All class prompts go through the text tower at every step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from bench.backbone import encode_text_embeddings, token_embeddings
+from bench.errors import BenchError
+from bench.methods.base import Method
+
+
+@dataclass(frozen=True)
+class Params:
+    n_ctx: int = 16                         # context length M (ignored when ctx_init is given)
+    ctx_init: str = ""                      # e.g. "a photo of a": init from those words' embeddings, M = #words
+    class_token_position: str = "end"       # end | middle | front
+    csc: bool = False                       # class-specific context (random init only)
+    init_std: float = 0.02                  # N(0, init_std²) for random init
+
+
+class CoOp(Method):
+    """Context optimisation: learnable prompt vectors shared by all classes (or per class)."""
+
+    name = "coop"
+    Params = Params
+    frozen_image_tower = True
+
+    def setup(self) -> None:
+        p = self.p
+        if p.class_token_position not in ("end", "middle", "front"):
+            raise BenchError(f"coop: class_token_position must be end, middle or front, got {p.class_token_position!r}")
+        width = self.clip.token_embedding.weight.shape[1]
+        if p.ctx_init:
+            words = p.ctx_init.replace("_", " ")
+            tokens = self.backbone.tokenize([words])
+            self.n_ctx = int((tokens[0] > 0).sum()) - 2                     # minus SOS/EOS
+            with torch.no_grad():
+                ctx = token_embeddings(self.clip, tokens)[0, 1:1 + self.n_ctx].clone()   # (M, width)
+            self.prefix_text = words
+        else:
+            self.n_ctx = p.n_ctx
+            shape = (self._n_classes_hint, self.n_ctx, width) if p.csc else (self.n_ctx, width)
+            ctx = torch.empty(shape).normal_(0, p.init_std)
+            self.prefix_text = " ".join(["X"] * self.n_ctx)
+        self.ctx = nn.Parameter(ctx)                                           # (M, width) or (C, M, width)
+
+    def __init__(self, backbone, classnames, template, params, dataset=""):
+        self._n_classes_hint = len(classnames)
+        super().__init__(backbone, classnames, template, params, dataset)
+
+    def set_classnames(self, classnames: list[str], template: str | None = None) -> None:
+        if self.p.csc and len(classnames) != self.ctx.shape[0]:
+            raise BenchError("coop with class-specific context cannot be rebuilt for a different class list")
+        names = [c.replace("_", " ") for c in classnames]
+        self.classnames = list(classnames)
+        self.class_tokens = self.backbone.tokenize([f"{self.prefix_text} {n}." for n in names])   # (C, L)
+        name_tokens = self.backbone.tokenize(names)
+        self.name_lens = [int((t > 0).sum()) - 2 for t in name_tokens]
+        with torch.no_grad():
+            emb = token_embeddings(self.clip, self.class_tokens)                                   # (C, L, width)
+        self.register_buffer("token_prefix", emb[:, :1].clone(), persistent=False)                # SOS
+        self.register_buffer("token_suffix", emb[:, 1 + self.n_ctx:].clone(), persistent=False)   # name . EOS pad
+        self._text_cache = None
+
+    def prompts(self) -> torch.Tensor:
+        """(C, L, width) prompt embeddings with the context placed per class_token_position."""
+        n_cls = self.token_prefix.shape[0]
+        ctx = self.ctx if self.ctx.dim() == 3 else self.ctx.unsqueeze(0).expand(n_cls, -1, -1)   # (C, M, width)
+        prefix, suffix = self.token_prefix, self.token_suffix
+        pos = self.p.class_token_position
+        if pos == "end":
+            return torch.cat([prefix, ctx, suffix], dim=1)
+        half = self.n_ctx // 2
+        rows = []
+        for i, n in enumerate(self.name_lens):
+            name, rest = suffix[i:i + 1, :n], suffix[i:i + 1, n:]                                # (1, n, w), (1, *, w)
+            if pos == "middle":
+                rows.append(torch.cat([prefix[i:i + 1], ctx[i:i + 1, :half], name, ctx[i:i + 1, half:], rest], 1))
+            else:
+                rows.append(torch.cat([prefix[i:i + 1], name, ctx[i:i + 1], rest], 1))
+        return torch.cat(rows, dim=0)
+
+    def compute_text_features(self) -> torch.Tensor:
+        return encode_text_embeddings(self.clip, self.prompts(), self.class_tokens.to(self.device))

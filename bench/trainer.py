@@ -1,0 +1,150 @@
+"""The one trainer: every method trains through this loop.
+
+Usage:
+    >>> stats = train(method, train_items, cfg, shots=16, seed=1, device=torch.device("cpu"), ckpt_dir=run/"ckpt")
+
+Conventions (see methods-and-protocol §2.6): SGD (momentum, weight decay on every trainable tensor, as Dassl) or
+AdamW; Dassl's schedule (the first `warmup_epochs` at a constant `warmup_lr`, then cosine over the epoch budget,
+stepped per epoch) or a per-iteration cosine (CLIP-LoRA); drop_last only when the set is at least one batch;
+mixed precision with fp32 master weights (bf16 autocast on CUDA by default, fp32 on the CPU); only trainable
+tensors get gradients and optimizer state. Each epoch re-seeds the RNGs from (seed, epoch), so a run resumed
+from an epoch checkpoint ends bit-identical to an uninterrupted one on the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from bench.checkpoint import load_state, save_state
+from bench.config import TrainConfig
+from bench.data.images import ImageSet, train_transform
+from bench.data.splits import Item
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainStats:
+    iters: int = 0
+    epochs: int = 0
+    images: int = 0
+    train_s: float = 0.0
+    first_loss: float = float("nan")
+    last_loss: float = float("nan")
+    resumed_from_epoch: int | None = None
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.train_s if self.train_s > 0 else 0.0
+
+
+def lr_at(cfg: TrainConfig, epoch: int, it: int, total_epochs: int, total_iters: int) -> float:
+    """Learning rate for iteration `it` (global) in `epoch`."""
+    if cfg.schedule == "constant":
+        return cfg.lr
+    if cfg.schedule == "dassl_cosine":
+        if epoch < cfg.warmup_epochs:
+            return cfg.warmup_lr
+        t = epoch - cfg.warmup_epochs
+        return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * t / total_epochs))
+    if cfg.schedule == "cosine_iter":
+        if it < cfg.warmup_iters:
+            return cfg.lr * (it + 1) / cfg.warmup_iters
+        span = max(total_iters - cfg.warmup_iters, 1)
+        return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * (it - cfg.warmup_iters) / span))
+    raise ValueError(f"unknown schedule {cfg.schedule!r}")
+
+
+def make_optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r} (sgd | adamw)")
+
+
+def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """None = plain fp32. Weights always stay fp32 (master weights); autocast runs the matmuls in low precision."""
+    if cfg.precision == "fp32" or (cfg.precision == "auto" and device.type != "cuda"):
+        return None
+    return {"auto": torch.bfloat16, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
+
+
+def _seed_epoch(seed: int, epoch: int) -> torch.Generator:
+    torch.manual_seed(seed * 1_000_003 + epoch)
+    return torch.Generator().manual_seed(seed * 7_919 + epoch)
+
+
+def train(method, items: list[Item], cfg: TrainConfig, shots: int, seed: int, device: torch.device,
+          ckpt_dir: Path | None = None, stop_after_epoch: int | None = None,
+          on_epoch: Callable[[int], None] | None = None) -> TrainStats:
+    """Train `method` in place on `items`; checkpoint after epochs; resume from `ckpt_dir` when it holds state."""
+    bb = method.backbone
+    data = ImageSet(items, train_transform(bb.image_size, bb.mean, bb.std, cfg.rrc_scale), preload=True)
+    drop_last = len(data) >= cfg.batch_size
+    per_epoch = len(data) // cfg.batch_size if drop_last else 1
+    total_iters = cfg.total_iters(shots, per_epoch)
+    total_epochs = math.ceil(total_iters / per_epoch)
+    method.to(device)
+    params = list(method.trainable_parameters().values())
+    optimizer = make_optimizer(cfg, params)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+    amp = autocast_dtype(cfg, device)
+    stats = TrainStats()
+    start_epoch, it = 0, 0
+    if ckpt_dir is not None:
+        meta = load_state(ckpt_dir, method, optimizer)
+        if meta is not None:
+            start_epoch, it = meta["epoch"], meta["iter"]
+            stats.resumed_from_epoch = start_epoch
+            logger.info("resumed from epoch %d (iteration %d)", start_epoch, it)
+    parts: dict[str, float] = {}
+    t0 = time.perf_counter()
+    for epoch in range(start_epoch, total_epochs):
+        method.train()
+        gen = _seed_epoch(seed, epoch)
+        loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=drop_last,
+                                             generator=gen, num_workers=cfg.num_workers)
+        for images, labels in loader:
+            if it >= total_iters:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(cfg, epoch, it, total_epochs, total_iters)
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                logits = method(images)
+                loss, parts = method.loss(logits.float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            value = float(loss.detach())
+            stats.first_loss = value if math.isnan(stats.first_loss) else stats.first_loss
+            stats.last_loss = value
+            stats.images += len(labels)
+            it += 1
+        stats.epochs = epoch + 1
+        if (epoch + 1) % max(cfg.ckpt_every, 1) == 0 or epoch + 1 == total_epochs:
+            logger.info("epoch %d/%d it %d/%d loss %.4f lr %.2e %s", epoch + 1, total_epochs, it, total_iters,
+                        stats.last_loss, optimizer.param_groups[0]["lr"],
+                        " ".join(f"{k} {v:.4f}" for k, v in parts.items()))
+            if ckpt_dir is not None:
+                save_state(ckpt_dir, method.trainable_state(), optimizer, {"epoch": epoch + 1, "iter": it})
+        if on_epoch is not None:
+            on_epoch(epoch + 1)
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+            break
+    stats.iters = it
+    stats.train_s = time.perf_counter() - t0
+    method.eval()
+    return stats
