@@ -64,3 +64,33 @@ def make_toy_world(tmp: Path) -> tuple[Path, Path]:
     (cards_root / "datasets" / "suites.yaml").write_text(
         "toy:\n  title: toy\n  datasets: [toy, toy2]\n  backbone: bench-tiny\n  pretrained: none\n")
     return data, cards_root
+
+
+IMAGENET_WNIDS = {"n01000001": "red_square", "n01000002": "green_square", "n01000003": "blue_square",
+                  "n01000004": "yellow_square"}
+
+
+def make_imagenet_like(data: Path, per_class_train: int = 6, per_class_test: int = 3) -> None:
+    """A 4-class ImageNet in CoOp's layout plus V2 / Sketch / A / R trees (A and R: a 3-class subset)."""
+    names = "\n".join(f"{w} {n.replace('_', ' ')}" for w, n in IMAGENET_WNIDS.items()) + "\n"
+    wnids = list(IMAGENET_WNIDS)
+    base = data / "imagenet"
+    for split, n in (("train", per_class_train), ("val", per_class_test)):
+        for label, w in enumerate(wnids):
+            (base / "images" / split / w).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                make_image(label, i + (100 if split == "val" else 0)).save(base / "images" / split / w / f"{w}_{i}.JPEG",
+                                                                            format="PNG")
+    (base / "classnames.txt").write_text(names)
+    variants = {"imagenetv2": ("imagenetv2-matched-frequency-format-val", wnids, True),
+                "imagenet-sketch": ("images", wnids, False),
+                "imagenet-adversarial": ("imagenet-a", wnids[1:], False),
+                "imagenet-rendition": ("imagenet-r", wnids[:3], False)}
+    for folder, (sub, keep, by_int) in variants.items():
+        for w in keep:
+            label = wnids.index(w)
+            target = data / folder / sub / (str(label) if by_int else w)
+            target.mkdir(parents=True, exist_ok=True)
+            for i in range(2):
+                make_image(label, 200 + i).save(target / f"{i}.jpg", format="PNG")
+        (data / folder / "classnames.txt").write_text(names)

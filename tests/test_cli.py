@@ -1,0 +1,73 @@
+"""CLI: light verbs never import torch; validate lists what is missing; user errors are one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bench.cli import main
+
+NO_TORCH = ("import sys, runpy; sys.argv = ['bench'] + {argv!r}\n"
+            "try:\n    runpy.run_module('bench', run_name='__main__')\n"
+            "except SystemExit: pass\n"
+            "bad = [m for m in ('torch', 'open_clip', 'pandas') if m in sys.modules]\n"
+            "print('HEAVY:' + ','.join(bad))")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["ls", "methods"], ["ls", "datasets"], ["ls", "backbones"],
+                                  ["validate"], ["run", "--help"], ["plan", "--help"]])
+def test_light_verbs_do_not_import_torch(argv):
+    out = subprocess.run([sys.executable, "-c", NO_TORCH.format(argv=argv)], capture_output=True, text=True,
+                         timeout=60).stdout
+    assert out.strip().endswith("HEAVY:"), out[-500:]
+
+
+def test_plan_does_not_import_torch(toy, tmp_path):
+    argv = ["plan", "--suite", "toy", "--data-root", str(toy), "--methods", "clipfit", "--shots", "1",
+            "--seeds", "1", "--results", str(tmp_path / "r")]
+    out = subprocess.run([sys.executable, "-c", NO_TORCH.format(argv=argv)], capture_output=True, text=True,
+                         timeout=60).stdout
+    assert "2 cells" in out and out.strip().endswith("HEAVY:"), out[-800:]
+
+
+def test_validate_empty_root_lists_all_eleven(tmp_path, capsys):
+    assert main(["validate", "--data-root", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    missing = [line for line in out.splitlines() if line.startswith("MISSING")]
+    assert len(missing) == 11
+    assert f"{tmp_path}/oxford_pets" in out and "split_zhou_OxfordPets.json" in out
+    assert "0/11 datasets ready" in out
+
+
+def test_validate_ok_on_generated_tree(toy, capsys):
+    assert main(["validate", "--data-root", str(toy), "--datasets", "toy,toy2"]) == 0
+    assert "ok       toy: 5 classes" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["run", "--methods", "copo", "--datasets", "toy", "--data-root", "{root}"], "did you mean 'coop'"),
+    (["run", "--methods", "coop", "--datasets", "toyy", "--data-root", "{root}"], "did you mean 'toy'"),
+    (["run", "--methods", "coop", "--datasets", "toy", "--data-root", "{root}", "--shots", "0"], "shots must be positive"),
+    (["run", "--methods", "coop", "--datasets", "toy", "--data-root", "{root}/missing"], "does not exist"),
+    (["run", "--methods", "coop", "--datasets", "toy", "--backbone", "ViT-B-61", "--data-root", "{root}",
+      "--shots", "1", "--seeds", "1", "--results", "{root}/r"], None),
+])
+def test_bad_input_is_a_one_line_error(toy, capsys, argv, message):
+    argv = [a.format(root=toy) for a in argv]
+    code = main(argv)
+    err = capsys.readouterr().err
+    if message is None:      # an unknown backbone fails the cell, not the sweep: recorded with a did-you-mean
+        assert code == 1
+        res = next((toy / "r" / "runs").rglob("result.json"))
+        assert "did you mean 'ViT-B-16'" in json.loads(res.read_text())["error"]["message"]
+        return
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_shots_must_be_integers(capsys):
+    with pytest.raises(SystemExit):
+        main(["plan", "--shots", "1.5"])
+    assert "expected comma-separated integers" in capsys.readouterr().err

@@ -1,0 +1,172 @@
+"""Grid, cell identity, results store and the local executor: protocols end to end, kills, failures, races."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.cell import run_cell
+from bench.cli import main
+from bench.grid import Grid, expand
+from bench.results import ResultStore
+from toydata import make_imagenet_like
+
+FAST = ["--set", "epochs=2", "--set", "iters_per_shot=2", "--set", "batch_size=8"]
+
+
+def grid(data, **kw):
+    base = dict(methods=["clipfit"], datasets=["toy"], shots=[2], seeds=[1], backbone="bench-tiny", pretrained=None,
+                data_root=str(data))
+    return Grid(**{**base, **kw})
+
+
+def ids(g):
+    return [c["cell_id"] for c in expand(g)]
+
+
+def test_cell_id_is_stable_and_changes_with_any_config_value(toy):
+    ref = ids(grid(toy))
+    assert ids(grid(toy)) == ref
+    variants = [grid(toy, shots=[1]), grid(toy, seeds=[2]), grid(toy, sets={"lam": 3.0}), grid(toy, sets={"lr": 0.01}),
+                grid(toy, backbone="bench-mini"), grid(toy, pretrained="openai"), grid(toy, protocol="base2new"),
+                grid(toy, methods=["coop"])]
+    seen = {ref[0]}
+    for g in variants:
+        new = ids(g)[0]
+        assert new not in seen
+        seen.add(new)
+
+
+def test_cell_id_follows_the_fewshot_manifest(toy):
+    ref = ids(grid(toy))
+    split = toy / "toy" / "split_toy.json"
+    raw = json.loads(split.read_text())
+    raw["train"] = raw["train"][::-1]                    # same items, another order: other draws
+    split.write_text(json.dumps(raw))
+    from bench.grid import _splits
+
+    _splits.cache_clear()
+    assert ids(grid(toy)) != ref
+
+
+def test_zeroshot_collapses_shots_and_seeds(toy):
+    cells = expand(grid(toy, methods=["zeroshot", "coop"], shots=[1, 2], seeds=[1, 2]))
+    zs = [c for c in cells if c["config"]["method"] == "zeroshot"]
+    assert len(zs) == 1 and zs[0]["config"]["shots"] == 0 and len(cells) == 5
+
+
+def run_cli(toy, results, *extra):
+    return main(["run", "--suite", "toy", "--data-root", str(toy), "--results", str(results), "--no-leaderboard",
+                 *FAST, *extra])
+
+
+def test_plan_marks_completed_cells(toy, tmp_path, capsys):
+    r = tmp_path / "r"
+    assert run_cli(toy, r, "--methods", "coop", "--datasets", "toy", "--shots", "1", "--seeds", "1") == 0
+    main(["plan", "--suite", "toy", "--data-root", str(toy), "--results", str(r), "--methods", "coop",
+          "--datasets", "toy", "--shots", "1,2", "--seeds", "1", *FAST])
+    out = capsys.readouterr().out
+    assert "2 cells: 1 completed, 0 failed, 0 running, 1 pending" in out
+
+
+def test_base2new_end_to_end(toy, tmp_path):
+    r = tmp_path / "r"
+    assert run_cli(toy, r, "--methods", "zeroshot,clipfit,coop,linear_probe", "--datasets", "toy",
+                   "--protocol", "base2new", "--seeds", "1") == 0
+    results = {res["config"]["method"]: res for _, res in ResultStore(r).iter_results()}
+    assert results["clipfit"]["data"]["classes"] == {"base": 3, "new": 2}          # 5 classes: ceil → 3 / 2
+    assert results["clipfit"]["metrics"]["base"]["n"] == 12 and results["clipfit"]["metrics"]["new"]["n"] == 8
+    assert results["coop"]["config"]["params"]["ctx_init"] == "a photo of a"
+    assert "new" not in results["linear_probe"]["metrics"]                        # cannot name unseen classes
+
+
+def test_xd_and_dg_end_to_end(toy, tmp_path):
+    make_imagenet_like(toy)
+    r = tmp_path / "r"
+    assert main(["run", "--protocol", "dg", "--methods", "clipfit,coop", "--data-root", str(toy), "--backbone",
+                 "bench-tiny", "--pretrained", "none", "--shots", "2", "--seeds", "1", "--results", str(r),
+                 "--no-leaderboard", *FAST]) == 0
+    res = [res for _, res in ResultStore(r).iter_results()]
+    assert len(res) == 2
+    for one in res:
+        assert one["config"]["dataset"] == "imagenet"
+        assert set(one["metrics"]) == {"source", "imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r"}
+        assert one["metrics"]["imagenet_a"]["n"] == 6                             # the 3-class subset
+    assert main(["run", "--protocol", "xd", "--methods", "clipfit", "--source", "toy", "--datasets", "toy2",
+                 "--data-root", str(toy), "--backbone", "bench-tiny", "--pretrained", "none", "--shots", "2",
+                 "--seeds", "1", "--results", str(r), "--no-leaderboard", *FAST]) == 0
+    xd = [res for _, res in ResultStore(r).iter_results() if res["config"]["protocol"] == "xd"]
+    assert set(xd[0]["metrics"]) == {"source", "toy2"}
+
+
+def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(toy, tmp_path, capsys):
+    bad = json.loads((toy / "toy2" / "split_toy.json").read_text())["test"][0][0]
+    (toy / "toy2" / "images" / bad).write_bytes(b"garbage")
+    r = tmp_path / "r"
+    assert run_cli(toy, r, "--methods", "clipfit", "--shots", "1", "--seeds", "1") == 1
+    by_ds = {res["config"]["dataset"]: res for _, res in ResultStore(r).iter_results()}
+    assert by_ds["toy"]["status"] == "completed"
+    assert by_ds["toy2"]["status"] == "failed" and bad in by_ds["toy2"]["error"]["message"]
+    assert Path(by_ds["toy2"]["error"]["log"]).is_file()
+    capsys.readouterr()
+    main(["status", str(r)])
+    out = capsys.readouterr().out
+    assert "1 done, 1 failed" in out and "FAILED" in out and "log:" in out
+
+
+def test_result_records_config_manifest_versions_and_cost(toy, tmp_path):
+    cell = expand(grid(toy, sets={"epochs": 1}))[0]
+    res = run_cell(cell, tmp_path)
+    assert res["status"] == "completed" and res["schema_version"] == 1
+    assert res["data"]["manifest_sha256"] == cell["manifest_sha256"]
+    assert res["cost"]["trainable_params"] == 448 and res["cost"]["images_per_s"] > 0
+    assert res["cost"]["peak_mem_mb"] > 0 and res["cost"]["train_s"] > 0
+    assert {"bench", "torch", "open_clip", "git_sha", "host"} <= set(res["env"])
+    assert (ResultStore(tmp_path).cell_dir(cell) / "trainable.safetensors").is_file()
+    assert not (ResultStore(tmp_path).cell_dir(cell) / "ckpt").exists()
+    again = run_cell(cell, tmp_path)                                      # completed: skipped, not rerun
+    assert again["started_at"] == res["started_at"]
+
+
+def _bench(*argv, env=None):
+    return [sys.executable, "-m", "bench", *argv]
+
+
+def test_killed_sweep_reruns_only_what_is_missing(toy, tmp_path):
+    r = tmp_path / "r"
+    argv = ["run", "--suite", "toy", "--data-root", str(toy), "--results", str(r), "--no-leaderboard",
+            "--methods", "clipfit,coop", "--shots", "1,2", "--seeds", "1,2", "--set", "epochs=4"]
+    env = {**os.environ, "BENCH_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen(_bench(*argv), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((r / "runs").rglob("result.json"))) < 3:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = {res["cell_id"]: res["started_at"] for _, res in ResultStore(r).iter_results()}
+    assert 3 <= len(first) < 16
+    assert subprocess.run(_bench(*argv), env=env, capture_output=True).returncode == 0
+    final = {res["cell_id"]: res for _, res in ResultStore(r).iter_results()}
+    assert len(final) == 16 and all(res["status"] == "completed" for res in final.values())
+    for cid, started in first.items():
+        assert final[cid]["started_at"] == started                          # done exactly once
+    assert not list(r.rglob(".*.tmp"))
+
+
+def test_two_concurrent_sweeps_share_a_tree(toy, tmp_path):
+    r = tmp_path / "r"
+    argv = ["run", "--suite", "toy", "--data-root", str(toy), "--results", str(r), "--no-leaderboard",
+            "--methods", "clipfit,clip_adapter", "--shots", "1,2", "--seeds", "1", *FAST]
+    env = {**os.environ, "BENCH_LOG_LEVEL": "WARNING"}
+    procs = [subprocess.Popen(_bench(*argv), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for _ in range(2)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    results = list(ResultStore(r).iter_results())
+    assert len(results) == 8 and all(res["status"] == "completed" for _, res in results)
