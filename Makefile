@@ -1,0 +1,40 @@
+# Two commands set up a fresh machine and do the work:
+#   make run    — venv + dependencies (once), then the main job on its embedded default (the offline mini world)
+#   make test   — venv + dependencies (once), then the whole test suite (SLURM tests start their own cluster)
+# TORCH_SPEC picks the torch/torchvision pair; the default is the pair these machines carry as local files.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.bench-installed
+RUN_ARGS ?= --methods zeroshot,clipfit,coop,clip_adapter,lora,full_ft --shots 1,4,16 --seeds 1,2
+PYTEST_ARGS ?=
+
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: setup run test test-fast lint clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/bench run $(RUN_ARGS)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow and not slurm" $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check bench tests benchmarks
+
+clean-venv:
+	rm -rf $(VENV)
