@@ -53,7 +53,7 @@ def load_yaml(path: Path) -> Any:
         raise BenchError(f"cannot read {path}: {err.strerror}") from None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _index(kind: str) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for folder in card_dirs(kind):
@@ -120,7 +120,7 @@ def _build(cls, raw: Any, path: Path):
         raise BenchError(f"card {path}: {err}") from None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def dataset_card(name: str) -> DatasetCard:
     index = _index("datasets")
     if name not in index:
@@ -133,7 +133,7 @@ def dataset_card(name: str) -> DatasetCard:
     return card
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def method_card(name: str) -> MethodCard:
     index = _index("methods")
     if name not in index:
@@ -152,7 +152,7 @@ def method_names() -> list[str]:
     return sorted(_index("methods"))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def suites() -> dict[str, dict[str, Any]]:
     """All suites: name → {title, datasets, and optional backbone/pretrained/data_root/train/methods/input}."""
     merged: dict[str, dict[str, Any]] = {}

@@ -12,7 +12,6 @@ os.environ.setdefault("BENCH_LOG_LEVEL", "WARNING")
 sys.path.insert(0, str(Path(__file__).parent))
 
 import pytest  # noqa: E402
-
 from toydata import make_toy_world  # noqa: E402
 
 

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import json
-import math
 import random
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from toydata import TOY_CLASSES, make_image, write_card
 
 from bench import cards
 from bench.data.fewshot import base_new_split, manifest, manifest_sha256, sample_fewshot
 from bench.data.splits import Item, Splits, read_splits
 from bench.errors import BenchError
-from toydata import TOY_CLASSES, make_image, make_split_dataset, write_card
 
 
 def dassl_reference(train: list, val: list, k: int, seed: int):

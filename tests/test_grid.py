@@ -10,13 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
+from toydata import make_imagenet_like
 
 from bench.cell import run_cell
 from bench.cli import main
 from bench.grid import Grid, expand
 from bench.results import ResultStore
-from toydata import make_imagenet_like
 
 FAST = ["--set", "epochs=2", "--set", "iters_per_shot=2", "--set", "batch_size=8"]
 
