@@ -155,8 +155,10 @@ def run_cell(cell: dict, root: Path, force: bool = False, stop_after_epoch: int 
             return store.read(cell)
         handler = logging.FileHandler(run_dir / "log.txt")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setLevel(logging.INFO)
         logging.getLogger().addHandler(handler)
-        logging.getLogger().setLevel(min(logging.getLogger().level or logging.INFO, logging.INFO))
+        if logging.getLogger().level > logging.INFO or logging.getLogger().level == logging.NOTSET:
+            logging.getLogger().setLevel(logging.INFO)
         result = {"schema_version": 1, "cell_id": cell["cell_id"], "status": "running", "config": cell["config"],
                   "data": {}, "metrics": {}, "cost": {}, "env": {}, "started_at": utcnow(), "finished_at": None,
                   "resumed": False, "error": None, "artifacts": {}, "_root": str(root)}

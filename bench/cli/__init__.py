@@ -32,9 +32,16 @@ pretrains itself plus a miniature CoOp-layout suite). The real benchmark is one 
 
 
 def setup_logging() -> None:
-    """Configure the root logger once; BENCH_LOG_LEVEL overrides the level (default INFO)."""
-    level = os.environ.get("BENCH_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    """Console shows WARNING and up (BENCH_LOG_LEVEL overrides); each cell's log.txt gets INFO (see bench.cell)."""
+    root = logging.getLogger()
+    if any(getattr(h, "_bench", False) for h in root.handlers):
+        return
+    handler = logging.StreamHandler()
+    handler.setLevel(os.environ.get("BENCH_LOG_LEVEL", "WARNING").upper())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    handler._bench = True
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
 
 
 def build_parser() -> argparse.ArgumentParser:
