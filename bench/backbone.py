@@ -92,11 +92,17 @@ def _resolve_pretrained(name: str, pretrained: str | None) -> str | None:
     return pretrained
 
 
-@functools.lru_cache(maxsize=4)
-def _load(name: str, pretrained: str | None) -> Backbone:
+def check_backbone(name: str, pretrained: str | None) -> str | None:
+    """Validate the architecture and the tag/file without loading weights; returns the resolved weights."""
     if name not in open_clip.list_models():
         raise did_you_mean("backbone", name, open_clip.list_models())
-    weights = _resolve_pretrained(name, pretrained)
+    return _resolve_pretrained(name, pretrained)
+
+
+@functools.lru_cache(maxsize=4)
+def _load(name: str, pretrained: str | None) -> Backbone:
+    weights = check_backbone(name, pretrained)
+    logging.disable(logging.ERROR)          # open_clip logs its own multi-line errors; ours is one line
     try:
         model = open_clip.create_model(name, pretrained=weights, precision="fp32", device="cpu")
     except RuntimeError as err:
@@ -104,6 +110,8 @@ def _load(name: str, pretrained: str | None) -> Backbone:
             raise BenchError(f"cannot fetch pretrained weights '{pretrained}' for {name} (offline or hub "
                              "unreachable); download them once, then pass --pretrained /path/to/weights.pt") from None
         raise BenchError(f"cannot load weights {weights} into {name}: {str(err).splitlines()[0]}") from None
+    finally:
+        logging.disable(logging.NOTSET)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -65,6 +65,8 @@ def execute(args) -> int:
     print(f"{len(cells)} cells, {len(cells) - len(todo)} already complete, {len(todo)} to run "
           f"({grid.backbone}/{grid.pretrained}, results in {args.results})", flush=True)
     store.write_sweep(sweep)
+    if todo:
+        _check_backbone(grid, load=args.executor == "local" and not args.gpus)
     failed = 0
     if todo and args.executor in ("slurm", "debug"):
         from bench.executors.slurm import submit, wait
@@ -94,6 +96,16 @@ def execute(args) -> int:
     if failed:
         print(f"{failed} cell(s) failed; see `bench status {args.results}`")
     return 1 if failed else 0
+
+
+def _check_backbone(grid, load: bool) -> None:
+    """Fail fast, once, on an unknown backbone/tag or unreachable weights (in-process runs reuse the load)."""
+    from bench import backbone
+
+    if load:
+        backbone.load_backbone(grid.backbone, grid.pretrained)
+    else:
+        backbone.check_backbone(grid.backbone, grid.pretrained)
 
 
 def _leaderboard(root) -> None:
