@@ -165,4 +165,6 @@ def environment() -> dict[str, Any]:
     env["slurm_job_id"] = os.environ.get("SLURM_JOB_ID")
     env["slurm_array_job_id"] = array_job
     env["slurm_array_task_id"] = os.environ.get("SLURM_ARRAY_TASK_ID")
+    env["slurm_restart_count"] = os.environ.get("SLURM_RESTART_COUNT")
+    env["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
     return env

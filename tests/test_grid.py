@@ -169,3 +169,11 @@ def test_two_concurrent_sweeps_share_a_tree(toy, tmp_path):
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
     results = list(ResultStore(r).iter_results())
     assert len(results) == 8 and all(res["status"] == "completed" for _, res in results)
+
+
+def test_one_worker_per_gpu_shares_the_cells(toy, tmp_path):
+    r = tmp_path / "r"
+    assert run_cli(toy, r, "--methods", "clipfit,coop", "--shots", "1", "--seeds", "1,2", "--gpus", "0,1") == 0
+    results = [res for _, res in ResultStore(r).iter_results()]
+    assert len(results) == 8 and all(res["status"] == "completed" for res in results)
+    assert len({res["cell_id"] for res in results}) == 8
