@@ -104,7 +104,9 @@ def _load(name: str, pretrained: str | None) -> Backbone:
     weights = check_backbone(name, pretrained)
     logging.disable(logging.ERROR)          # open_clip logs its own multi-line errors; ours is one line
     try:
-        model = open_clip.create_model(name, pretrained=weights, precision="fp32", device="cpu")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)            # random weights (tests, speed runs) are the same in every process
+            model = open_clip.create_model(name, pretrained=weights, precision="fp32", device="cpu")
     except RuntimeError as err:
         if weights and not Path(weights).is_file():
             raise BenchError(f"cannot fetch pretrained weights '{pretrained}' for {name} (offline or hub "

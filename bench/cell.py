@@ -95,8 +95,8 @@ def _execute(cell: dict, run_dir: Path, result: dict, stop_after_epoch: int | No
     card, splits, train, val, sha, base_new_split = _prepare_data(cell)
     (train_items, train_names), evals = _evaluations(cell, card, splits, train, val, base_new_split)
     device = _device()
-    torch.manual_seed(cfg["seed"])
-    bb = load_backbone(cfg["backbone"], cfg["pretrained"])
+    bb = load_backbone(cfg["backbone"], cfg["pretrained"])     # cached per process: may or may not draw RNG
+    torch.manual_seed(cfg["seed"])                              # so seed after it: same init in any process
     method = build_method(cfg["method"], bb, train_names, card.template, cfg["params"], dataset=card.name)
     result["data"] = {"manifest_sha256": sha, "n_train": len(train_items), "n_val": len(val),
                       "n_classes": len(splits.classnames), "classes": {e[0]: len(e[1]) for e in evals}}

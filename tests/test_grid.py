@@ -177,3 +177,17 @@ def test_one_worker_per_gpu_shares_the_cells(toy, tmp_path):
     results = [res for _, res in ResultStore(r).iter_results()]
     assert len(results) == 8 and all(res["status"] == "completed" for res in results)
     assert len({res["cell_id"] for res in results}) == 8
+
+
+def test_initialisation_does_not_depend_on_what_ran_before_in_the_process(toy, tmp_path):
+    from safetensors.torch import load_file
+
+    from bench.backbone import _load
+
+    cell = expand(grid(toy, methods=["coop"], sets={"epochs": 1}))[0]
+    _load.cache_clear()                                    # first cell of a fresh process builds the backbone
+    run_cell(cell, tmp_path / "a")
+    b = run_cell(cell, tmp_path / "b")                     # the backbone is cached now
+    da, db = ResultStore(tmp_path / "a").cell_dir(cell), ResultStore(tmp_path / "b").cell_dir(cell)
+    ta, tb = load_file(str(da / "trainable.safetensors")), load_file(str(db / "trainable.safetensors"))
+    assert all((ta[k] == tb[k]).all() for k in ta) and b["status"] == "completed"
