@@ -191,3 +191,23 @@ def test_initialisation_does_not_depend_on_what_ran_before_in_the_process(toy, t
     da, db = ResultStore(tmp_path / "a").cell_dir(cell), ResultStore(tmp_path / "b").cell_dir(cell)
     ta, tb = load_file(str(da / "trainable.safetensors")), load_file(str(db / "trainable.safetensors"))
     assert all((ta[k] == tb[k]).all() for k in ta) and b["status"] == "completed"
+
+
+def test_frozen_image_tower_features_are_encoded_once_and_shared(toy, tmp_path, monkeypatch):
+    from bench.backbone import load_backbone
+
+    calls = []
+    model = load_backbone("bench-tiny", None).model
+    original = type(model).encode_image
+
+    def counting(self, *a, **kw):
+        calls.append(1)
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(type(model), "encode_image", counting)
+    cells = expand(grid(toy, methods=["zeroshot", "coop", "clip_adapter"], seeds=[1, 2], sets={"epochs": 1}))
+    for cell in cells:
+        run_cell(cell, tmp_path)
+    assert len(list((tmp_path / "features").glob("*.safetensors"))) == 1      # one test split, one backbone
+    train_calls = sum(1 for c in cells if c["config"]["method"] != "zeroshot")   # 1 epoch, 1 batch each
+    assert len(calls) == 1 + train_calls                                      # test images encoded once
