@@ -82,7 +82,7 @@ def _evaluations(cell, card, splits, train, val, base_new_split):
     return (train, splits.classnames), evals
 
 
-def _execute(cell: dict, run_dir: Path, result: dict, stop_after_epoch: int | None) -> None:
+def _execute(cell: dict, run_dir: Path, result: dict) -> None:
     import torch
 
     from bench.backbone import load_backbone
@@ -104,11 +104,8 @@ def _execute(cell: dict, run_dir: Path, result: dict, stop_after_epoch: int | No
                           "rrc_scale": tuple(cfg["train"]["rrc_scale"])}) if method.trains else TrainConfig()
     stats = None
     if method.trains:
-        stats = train_method(method, train_items, tcfg, cfg["shots"], cfg["seed"], device, run_dir / "ckpt",
-                             stop_after_epoch=stop_after_epoch)
+        stats = train_method(method, train_items, tcfg, cfg["shots"], cfg["seed"], device, run_dir / "ckpt")
         result["resumed"] = stats.resumed_from_epoch is not None
-        if stop_after_epoch is not None and stats.epochs < _total_epochs(tcfg, cfg["shots"], len(train_items)):
-            raise InterruptedError(f"stopped after epoch {stats.epochs} as asked")
     cache = FeatureCache(Path(result["_root"]) / "features") if method.frozen_image_tower else None
     t0 = time.perf_counter()
     metrics = {}
@@ -135,14 +132,7 @@ def _execute(cell: dict, run_dir: Path, result: dict, stop_after_epoch: int | No
                                              "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}}
 
 
-def _total_epochs(tcfg: TrainConfig, shots: int, n: int) -> int:
-    import math
-
-    per_epoch = n // tcfg.batch_size if n >= tcfg.batch_size else 1
-    return math.ceil(tcfg.total_iters(shots, per_epoch) / per_epoch)
-
-
-def run_cell(cell: dict, root: Path, force: bool = False, stop_after_epoch: int | None = None) -> dict:
+def run_cell(cell: dict, root: Path, force: bool = False) -> dict:
     """Run `cell` unless a completed result exists (or another process holds it); return its result."""
     store = ResultStore(root)
     if not force and store.is_completed(cell):
@@ -164,10 +154,8 @@ def run_cell(cell: dict, root: Path, force: bool = False, stop_after_epoch: int 
                   "resumed": False, "error": None, "artifacts": {}, "_root": str(root)}
         try:
             result["env"] = environment()
-            _execute(cell, run_dir, result, stop_after_epoch)
+            _execute(cell, run_dir, result)
             result["status"] = "completed"
-        except InterruptedError:
-            raise
         except Exception as err:  # one failing cell never kills a sweep: record it
             logger.error("cell %s failed: %s", cell["cell_id"], err)
             (run_dir / "log.txt").open("a").write(traceback.format_exc())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -46,11 +47,15 @@ class TrainConfig:
     grad_clip: float | None = None
     rrc_scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop scale of the train transform
     ckpt_every: int = 1                    # epochs between training-state checkpoints
+    budget_scale: float = 1.0              # multiplies the epoch / iteration budget (the mini suite shrinks it)
+
+    def total_epochs(self) -> int:
+        return max(1, math.ceil((self.epochs or 0) * self.budget_scale))
 
     def total_iters(self, shots: int, iters_per_epoch: int) -> int:
         if self.iters_per_shot:
-            return self.iters_per_shot * max(shots, 1)
-        return (self.epochs or 0) * iters_per_epoch
+            return max(1, math.ceil(self.iters_per_shot * max(shots, 1) * self.budget_scale))
+        return self.total_epochs() * iters_per_epoch
 
 
 TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
@@ -102,7 +107,7 @@ def resolve(method: str, dataset: str, protocol: str, shots: int, suite: dict[st
             _apply(params, train, rule["set"], f"method card {card.path} overrides[{i}]")
     suite = suite or {}
     _apply(params, train, suite.get("train"), "suite train settings")
-    _apply(params, train, (suite.get("methods") or {}).get(method), f"suite settings for {method}")
+    _apply(params, train, (suite.get("method_settings") or {}).get(method), f"suite settings for {method}")
     if "input" in suite and "rrc_scale" in (suite["input"] or {}):
         train["rrc_scale"] = suite["input"]["rrc_scale"]
     _apply(params, train, sets, "--set")

@@ -62,6 +62,14 @@ def lr_at(cfg: TrainConfig, epoch: int, it: int, total_epochs: int, total_iters:
     raise ValueError(f"unknown schedule {cfg.schedule!r}")
 
 
+def budget(cfg: TrainConfig, shots: int, n_items: int) -> tuple[int, int, int]:
+    """(iterations per epoch, total iterations, total epochs). Dassl drops the last partial batch only when the
+    set holds at least one full batch, so a tiny set still gives one (short) batch per epoch."""
+    per_epoch = n_items // cfg.batch_size if n_items >= cfg.batch_size else 1
+    total_iters = cfg.total_iters(shots, per_epoch)
+    return per_epoch, total_iters, math.ceil(total_iters / per_epoch)
+
+
 def make_optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -89,9 +97,7 @@ def train(method, items: list[Item], cfg: TrainConfig, shots: int, seed: int, de
     bb = method.backbone
     data = ImageSet(items, train_transform(bb.image_size, bb.mean, bb.std, cfg.rrc_scale), preload=True)
     drop_last = len(data) >= cfg.batch_size
-    per_epoch = len(data) // cfg.batch_size if drop_last else 1
-    total_iters = cfg.total_iters(shots, per_epoch)
-    total_epochs = math.ceil(total_iters / per_epoch)
+    per_epoch, total_iters, total_epochs = budget(cfg, shots, len(data))
     method.to(device)
     params = list(method.trainable_parameters().values())
     optimizer = make_optimizer(cfg, params)

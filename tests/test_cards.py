@@ -62,7 +62,7 @@ def test_lora_budget_and_schedule():
 
 
 def test_precedence_card_suite_cli():
-    suite = {"train": {"epochs": 7}, "methods": {"clipfit": {"lam": 3.0}}, "input": {"rrc_scale": [0.5, 1.0]}}
+    suite = {"train": {"epochs": 7}, "method_settings": {"clipfit": {"lam": 3.0}}, "input": {"rrc_scale": [0.5, 1.0]}}
     p, t = resolve("clipfit", "dtd", "fewshot", 16, suite)
     assert (p["lam"], t.epochs, t.rrc_scale) == (3.0, 7, (0.5, 1.0))
     p, t = resolve("clipfit", "dtd", "fewshot", 16, suite, parse_sets(["lam=0", "epochs=1"]))

@@ -1,0 +1,11 @@
+"""The mini world: a procedural image-caption corpus, a tiny CLIP pretrained on it, and a miniature CoOp suite.
+
+Usage:
+    >>> from bench.mini.world import ensure_world
+    >>> world = ensure_world(progress=print)     # built once into $BENCH_CACHE (default ~/.cache/bench)
+    >>> world.checkpoint, world.data_root, world.datasets
+
+Modules: render (drawing primitives), corpus (pretraining data), pretrain (the `bench-mini` CLIP), suite (the
+downstream datasets), world (build/cache/verify), probe (zero-shot and quick fine-tuning checks).
+Importing this package imports neither torch nor open_clip.
+"""

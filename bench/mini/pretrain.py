@@ -1,0 +1,173 @@
+"""Contrastive pretraining of the tiny open_clip architecture `bench-mini` on the procedural corpus.
+
+Usage:
+    >>> from bench.mini.corpus import make_corpus
+    >>> from bench.mini.pretrain import pretrain, save_checkpoint, build_model
+    >>> model = pretrain(make_corpus(12000, seed=0), steps=800, seed=0, progress=print)
+    >>> save_checkpoint(model, "/tmp/mini-clip.pt")
+    >>> import open_clip; register()
+    >>> m, _, preprocess = open_clip.create_model_and_transforms("bench-mini", pretrained="/tmp/mini-clip.pt")
+
+The architecture lives in `bench/model_configs/bench-mini.json` (open_clip model-config JSON, vocabulary 49408 so
+`open_clip.get_tokenizer("bench-mini")` works, context 32, 32 px images, patch 4). Training is the CLIP recipe:
+symmetric InfoNCE with a learnable temperature, AdamW, linear warm-up then cosine. Identical captions inside a
+batch count as positives of each other. Images get CLIP normalisation and, like bench's train transform, random
+resized crops (scale 0.8-1) and horizontal flips, so the model is not thrown by fine-tuning augmentation.
+Deterministic on the CPU for a seed: a fixed thread count (2) and seeded torch/numpy generators.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bench.mini.corpus import Corpus
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "model_configs"
+ARCH = "bench-mini"
+MEAN = (0.48145466, 0.4578275, 0.40821073)
+STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def register() -> None:
+    """Make open_clip know `bench-mini` (idempotent)."""
+    import open_clip
+
+    if ARCH not in open_clip.list_models():
+        open_clip.add_model_config(CONFIG_DIR)
+
+
+def build_model(seed: int = 0):
+    """A randomly initialised `bench-mini` CLIP (fp32, CPU), deterministic for `seed`."""
+    import open_clip
+
+    register()
+    torch.manual_seed(seed)
+    logging.disable(logging.WARNING)        # open_clip warns that no pretrained weights were loaded
+    try:
+        return open_clip.create_model(ARCH, precision="fp32", device="cpu")
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def tokenizer():
+    import open_clip
+
+    register()
+    return open_clip.get_tokenizer(ARCH)
+
+
+@contextlib.contextmanager
+def fixed_threads(n: int) -> Iterator[None]:
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 (n, H, W, 3) → normalised float (n, 3, H, W)."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255)
+    return (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+
+
+def augment(x: torch.Tensor, gen: torch.Generator, min_scale: float = 0.8) -> torch.Tensor:
+    """Batched random resized crop (area in [min_scale, 1], aspect 3/4-4/3) and horizontal flip."""
+    n = x.shape[0]
+    area = min_scale + (1 - min_scale) * torch.rand(n, generator=gen)
+    logr = (torch.rand(n, generator=gen) * 2 - 1) * math.log(4 / 3)
+    sx = torch.sqrt(area * torch.exp(logr)).clamp(max=1.0)
+    sy = torch.sqrt(area / torch.exp(logr)).clamp(max=1.0)
+    tx = (torch.rand(n, generator=gen) * 2 - 1) * (1 - sx)
+    ty = (torch.rand(n, generator=gen) * 2 - 1) * (1 - sy)
+    flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2] = sx * flip, tx
+    theta[:, 1, 1], theta[:, 1, 2] = sy, ty
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def clip_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE; `same[i, j]` marks pairs whose captions are identical (all positives)."""
+    logits = scale * img @ txt.t()
+    target = same.float() / same.float().sum(1, keepdim=True)
+    return 0.5 * (torch.sum(-target * logits.log_softmax(1), 1).mean() + torch.sum(-target * logits.log_softmax(0).t(), 1).mean())
+
+
+def pretrain(corpus: Corpus, steps: int = 800, batch_size: int = 128, lr: float = 2e-3, seed: int = 0,
+             warmup: int = 30, threads: int = 2, progress: Callable[[str], None] | None = None, log_every: int = 50):
+    """Train `bench-mini` from scratch on `corpus`; returns the model in eval mode."""
+    say = progress or (lambda _m: None)
+    with fixed_threads(threads):
+        model = build_model(seed)
+        tok = tokenizer()
+        flat = [c for caps in corpus.captions for c in caps]
+        uniq = sorted(set(flat))
+        cap_id = {c: i for i, c in enumerate(uniq)}
+        tokens = tok(uniq)
+        ids = np.array([[cap_id[c] for c in caps] for caps in corpus.captions])
+        images = to_tensor(corpus.images)
+        rng = np.random.default_rng([seed, 202])
+        gen = torch.Generator().manual_seed(seed)
+        decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+        rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": rest, "weight_decay": 0.0}],
+                                lr=lr, betas=(0.9, 0.98), eps=1e-6)
+        n = len(images)
+        order, pos = rng.permutation(n), 0
+        t0, run_loss = time.time(), 0.0
+        model.train()
+        for step in range(steps):
+            if pos + batch_size > n:
+                order, pos = rng.permutation(n), 0
+            idx = order[pos:pos + batch_size]
+            pos += batch_size
+            cap = ids[idx, rng.integers(0, ids.shape[1], len(idx))]
+            for g in opt.param_groups:
+                g["lr"] = lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps))
+            x = augment(images[idx], gen)
+            ct = torch.from_numpy(cap)
+            img = model.encode_image(x, normalize=True)
+            txt = model.encode_text(tokens[ct], normalize=True)
+            loss = clip_loss(img, txt, model.logit_scale.exp(), ct[:, None] == ct[None, :])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, math.log(100))
+            run_loss += loss.item()
+            if (step + 1) % log_every == 0 or step + 1 == steps:
+                k = (step % log_every) + 1
+                say(f"pretraining step {step + 1}/{steps}  loss {run_loss / k:.3f}  "
+                    f"({time.time() - t0:.0f}s)")
+                run_loss = 0.0
+        model.eval()
+    return model
+
+
+def save_checkpoint(model, path: str | Path) -> Path:
+    """A plain state_dict, loadable by open_clip.create_model_and_transforms("bench-mini", pretrained=path)."""
+    path = Path(path)
+    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    torch.save(state, path)
+    return path
+
+
+def load_model(path: str | Path):
+    """The pretrained mini CLIP through open_clip's standard path (eval mode, fp32, CPU)."""
+    import open_clip
+
+    register()
+    model = open_clip.create_model(ARCH, pretrained=str(path), precision="fp32", device="cpu")
+    return model.eval()
