@@ -8,7 +8,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.bench-installed
-RUN_ARGS ?= --methods zeroshot,clipfit,coop,clip_adapter,lora,full_ft --shots 1,4,16 --seeds 1,2
+RUN_ARGS ?=
 PYTEST_ARGS ?=
 
 export HF_HUB_OFFLINE ?= 1

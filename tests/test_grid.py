@@ -211,3 +211,16 @@ def test_frozen_image_tower_features_are_encoded_once_and_shared(toy, tmp_path, 
     assert len(list((tmp_path / "features").glob("*.safetensors"))) == 1      # one test split, one backbone
     train_calls = sum(1 for c in cells if c["config"]["method"] != "zeroshot")   # 1 epoch, 1 batch each
     assert len(calls) == 1 + train_calls                                      # test images encoded once
+
+
+def test_suite_shot_defaults_apply_to_fewshot_only(toy, capsys, tmp_path, monkeypatch):
+    from bench import cards
+
+    suites = Path(os.environ["BENCH_CARDS_PATH"]) / "datasets" / "suites.yaml"
+    suites.write_text(suites.read_text() + "  shots: [1, 2]\n  seeds: [1]\n  methods: [clipfit]\n")
+    cards.clear_caches()
+    main(["plan", "--suite", "toy", "--data-root", str(toy), "--results", str(tmp_path)])
+    assert "4 cells" in capsys.readouterr().out                      # 2 datasets × K ∈ {1, 2}
+    main(["plan", "--suite", "toy", "--data-root", str(toy), "--results", str(tmp_path), "--protocol", "base2new"])
+    out = capsys.readouterr().out
+    assert "2 cells" in out and " 16 " in out                        # base-to-new keeps K = 16

@@ -74,7 +74,8 @@ def build_grid(args: argparse.Namespace, prepare_world: bool) -> Grid:
     return Grid(
         methods=as_list(pick("methods") or suite.get("methods") or DEFAULT_METHODS),
         datasets=as_list(pick("datasets") or suite.get("datasets") or []),
-        shots=as_list(pick("shots") or suite.get("shots") or DEFAULT_SHOTS[protocol]),
+        shots=as_list(pick("shots") or (suite.get("shots") if protocol == "fewshot" else None)
+                      or DEFAULT_SHOTS[protocol]),
         seeds=as_list(pick("seeds") or suite.get("seeds") or [1, 2, 3]),
         protocol=protocol,
         backbone=pick("backbone") or suite.get("backbone") or "ViT-B-16",
