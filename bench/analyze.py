@@ -348,7 +348,10 @@ def analyze(results: Path, data_root: str | Path | None = None, methods=None, da
         drifts = [g.drift for g in group if g.drift]
         summaries.append("- " + summarise(label, rows, drifts))
         settings = sorted({(g.result["config"]["dataset"], g.result["config"]["shots"]) for g in group})
-        scope = f"{len(group)} cell(s): " + ", ".join(f"{d} K={k}" for d, k in settings)
+        shots = sorted({k for _, k in settings})
+        datasets = sorted({d for d, _ in settings})
+        where = datasets[0] if len(datasets) == 1 else f"{len(datasets)} datasets"   # keeps the title on one line
+        scope = f"{len(group)} cell(s): {where}, K={'/'.join(map(str, shots))}"
         fig = out / f"change-{_slug(method, backbone if multi_bb else '')}.png"
         plot_changes(rows, group[0].n_blocks, fig, f"{label}: parameter change by layer ({backbone}, {scope})")
         figures.append(fig)
