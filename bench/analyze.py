@@ -109,11 +109,11 @@ def rebuild(result: dict, data_root: str):
     from bench import cards
     from bench.backbone import load_backbone
     from bench.data.fewshot import base_new_split
-    from bench.grid import _splits
+    from bench.grid import dataset_splits
     from bench.methods import build_method
 
     cfg = result["config"]
-    splits = _splits(cfg["dataset"], str(data_root))
+    splits = dataset_splits(cfg["dataset"], str(data_root))
     card = cards.dataset_card(cfg["dataset"])
     names, test = splits.classnames, splits.test
     if cfg["protocol"] == "base2new":

@@ -48,11 +48,11 @@ def _peak_mem_mb(device) -> float:
 
 def _prepare_data(cell: dict):
     from bench.data.fewshot import base_new_split, sample_fewshot
-    from bench.grid import _splits, fewshot_manifest
+    from bench.grid import dataset_splits, fewshot_manifest
 
     cfg = cell["config"]
     card = cards.dataset_card(cfg["dataset"])
-    splits = _splits(cfg["dataset"], cell["data_root"])
+    splits = dataset_splits(cfg["dataset"], cell["data_root"])
     train, val = sample_fewshot(splits, cfg["shots"], cfg["seed"], has_val=card.kind != "imagenet")
     sha = fewshot_manifest(cfg["dataset"], cell["data_root"], cfg["shots"], cfg["seed"])[1] if cfg["shots"] else None
     if cell.get("manifest_sha256") and sha != cell["manifest_sha256"]:
@@ -64,6 +64,8 @@ def _prepare_data(cell: dict):
 
 def _evaluations(cell, card, splits, train, val, base_new_split):
     """(name, class names, items, dataset, template) to evaluate, and the training view."""
+    from bench.grid import dataset_splits
+
     cfg = cell["config"]
     if cfg["protocol"] == "base2new":
         labels_from = train or splits.train
@@ -73,11 +75,9 @@ def _evaluations(cell, card, splits, train, val, base_new_split):
                                                ("new", new.classnames, new.test, card.name, card.template)]
     evals = [("all" if cfg["protocol"] == "fewshot" else "source", splits.classnames, splits.test, card.name,
               card.template)]
-    from bench.grid import _splits
-
     for target in cfg.get("targets") or []:
         tcard = cards.dataset_card(target)
-        tsplits = _splits(target, cell["data_root"])
+        tsplits = dataset_splits(target, cell["data_root"])
         evals.append((target, tsplits.classnames, tsplits.test, target, tcard.template))
     return (train, splits.classnames), evals
 

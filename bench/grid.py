@@ -52,13 +52,14 @@ def canonical_hash(obj: Any) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def _splits(dataset: str, data_root: str):
+def dataset_splits(dataset: str, data_root: str):
+    """A dataset's items (read once per process: planning, cells and analysis share it)."""
     return read_splits(cards.dataset_card(dataset), Path(data_root))
 
 
 def fewshot_manifest(dataset: str, data_root: str, shots: int, seed: int) -> tuple[dict, str]:
     card = cards.dataset_card(dataset)
-    splits = _splits(dataset, data_root)
+    splits = dataset_splits(dataset, data_root)
     train, val = sample_fewshot(splits, shots, seed, has_val=card.kind != "imagenet")
     obj = manifest(dataset, card.version, shots, seed, train, val, Path(data_root))
     return obj, manifest_sha256(obj)

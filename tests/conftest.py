@@ -36,7 +36,7 @@ def toy(tmp_path, monkeypatch):
     cards.clear_caches()
     from bench import grid
 
-    grid._splits.cache_clear()
+    grid.dataset_splits.cache_clear()
     return data
 
 

@@ -49,9 +49,9 @@ def test_cell_id_follows_the_fewshot_manifest(toy):
     raw = json.loads(split.read_text())
     raw["train"] = raw["train"][::-1]                    # same items, another order: other draws
     split.write_text(json.dumps(raw))
-    from bench.grid import _splits
+    from bench.grid import dataset_splits
 
-    _splits.cache_clear()
+    dataset_splits.cache_clear()
     assert ids(grid(toy)) != ref
 
 
