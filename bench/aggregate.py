@@ -90,7 +90,7 @@ def load_results(root: Path | str, strict: bool = False) -> Results:
     """
     root = Path(root)
     if not root.is_dir():
-        raise BenchError(f"results folder {root} does not exist; pass the --output root of `bench run`")
+        raise BenchError(f"results folder {root} does not exist; pass the --results root of `bench run`")
     runs, sweeps = root / "runs", root / "sweeps"
     if not runs.is_dir() and not sweeps.is_dir():
         raise BenchError(f"{root} holds neither runs/ nor sweeps/; is it a bench results folder?")

@@ -37,6 +37,10 @@ def execute(args) -> int:
 
     from bench.results import ResultStore
 
+    from bench.errors import BenchError
+
+    if not args.results.is_dir():
+        raise BenchError(f"results folder {args.results} does not exist; pass the --results root of `bench run`")
     store = ResultStore(args.results)
     found = {res.get("cell_id"): (path, res) for path, res in store.iter_results()}
     expected: dict[str, dict] = {}
