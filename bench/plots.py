@@ -33,6 +33,17 @@ def _figure(width: float, height: float) -> Any:
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 
+def _finish(fig: Any, ax: Any, path: Path, labels: tuple[str, str, str], legend_x: float) -> Path:
+    """Axis labels and title, the legend outside on the right, save."""
+    xlabel, ylabel, title = labels
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(loc="center left", bbox_to_anchor=(legend_x, 0.5), frameon=False)
+    fig.savefig(path)
+    return path
+
+
 def _colors(methods: list[str]) -> dict[str, Any]:
     import matplotlib
 
@@ -68,12 +79,7 @@ def plot_fewshot_average(avg: Any, path: Path, title: str) -> Path:
     fig = _figure(7.0, 4.4)
     ax = fig.add_subplot()
     _draw_curves(ax, avg, "acc", colors, titles)
-    ax.set_xlabel("shots per class (K)")
-    ax.set_ylabel("top-1 accuracy (%), mean over datasets")
-    ax.set_title(title)
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    fig.savefig(path)
-    return path
+    return _finish(fig, ax, path, ("shots per class (K)", "top-1 accuracy (%), mean over datasets", title), 1.01)
 
 
 def plot_fewshot_per_dataset(table: Any, avg: Any, path: Path, title: str) -> Path:
@@ -132,12 +138,8 @@ def plot_base_new(avg: Any, path: Path, title: str, reference: dict[str, tuple[f
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     ax.set_aspect("equal")
-    ax.set_xlabel("Base accuracy (%), mean over datasets")
-    ax.set_ylabel("New accuracy (%), mean over datasets")
-    ax.set_title(title)
-    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
-    fig.savefig(path)
-    return path
+    return _finish(fig, ax, path, ("Base accuracy (%), mean over datasets", "New accuracy (%), mean over datasets",
+                                   title), 1.02)
 
 
 def _iso_hm(ax: Any, lo: float, hi: float) -> None:
