@@ -35,9 +35,8 @@ def execute(args) -> int:
 
     from tabulate import tabulate
 
-    from bench.results import ResultStore
-
     from bench.errors import BenchError
+    from bench.results import ResultStore
 
     if not args.results.is_dir():
         raise BenchError(f"results folder {args.results} does not exist; pass the --results root of `bench run`")

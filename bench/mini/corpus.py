@@ -1,5 +1,9 @@
 """The procedural image-caption corpus that the mini CLIP is pretrained on (deterministic for a seed).
 
+Captions name colour sparingly (about half of the object and a quarter of the count captions, never digit or texture
+captions): with colour words everywhere the 800-step tiny CLIP learnt colour and little else (world v1: digit
+zero-shot 11 %, world v2: 23 %).
+
 Usage:
     >>> from bench.mini.corpus import make_corpus
     >>> c = make_corpus(n=2000, seed=0)
@@ -82,7 +86,7 @@ def _object(rng: np.random.Generator, n_caps: int):
         img = R.paint(img, mask, R.two_tone(R.pattern_mask(fill, rng, freq=rng.uniform(4, 6)), fg, second))
     caps = []
     for _ in range(n_caps):
-        mods = [m for m, ok in (("large" if large else "small", True), (color, True),
+        mods = [m for m, ok in (("large" if large else "small", True), (color, rng.random() < 0.5),
                                 (fill, fill not in ("plain", "outline"))) if ok]
         k = int(rng.choice([0, 1, 1, 1, 2, 2, 3]))
         words = [m for m in mods if m in set(rng.permutation(mods)[:k].tolist())]
@@ -110,9 +114,9 @@ def _texture(rng: np.random.Generator, n_caps: int):
         if u < 0.4:
             caps.append(f"{pattern} texture." if rng.random() < 0.5 else f"a {pattern} texture.")
         elif u < 0.6:
-            caps.append(f"{c1} and {c2} {PATTERN_NOUN[pattern]}.")
+            caps.append(f"{PATTERN_NOUN[pattern]}.")
         elif u < 0.8:
-            caps.append(f"a {c1} and {c2} {pattern} pattern.")
+            caps.append(f"a {pattern} pattern.")
         else:
             caps.append(f"a photo of a {pattern} surface.")
     return img, caps
@@ -124,8 +128,7 @@ def _digit(rng: np.random.Generator, n_caps: int, pool: list[int]):
     color = str(rng.choice(COLOR_NAMES))
     bg = _pick_other(rng, {color})
     img = R.paint(R.solid(R.jitter(bg, rng)), R.digit_mask(index, rng), R.solid(R.jitter(color, rng)))
-    forms = ["a handwritten {w}.", "the number {w}.", "a photo of the number {w}.", "the digit {w}.",
-             "a {c} {w}.", "a handwritten {c} {w} on {b} background.", "the number {w} written in {c}."]
+    forms = ["a handwritten {w}.", "the number {w}.", "a photo of the number {w}.", "the digit {w}."]
     caps = [forms[int(rng.integers(len(forms)))].format(w=word, c=color, b=article(bg)) for _ in range(n_caps)]
     return img, caps
 
@@ -148,7 +151,7 @@ def _several(rng: np.random.Generator, n_caps: int):
     for _ in range(n_caps):
         w = COUNTS[k - 1]
         caps.append(str(rng.choice([f"{w} {color} {R.plural(shape)}.", f"{w} {R.plural(shape)}.",
-                                    f"a photo of {w} {R.plural(shape)}.", f"some {color} {R.plural(shape)}."])))
+                                    f"a photo of {w} {R.plural(shape)}.", f"some {R.plural(shape)}."])))
     return img, caps
 
 

@@ -99,9 +99,9 @@ def _digits(rng, cls, i):
     index = pool[i % len(pool)]
     paper = R.solid(np.clip(np.array([235, 228, 205]) + rng.normal(0, 10, 3), 0, 255))
     faint = R.pattern_mask(str(rng.choice(["striped", "grid", "dotted"])), rng, freq=rng.uniform(5, 8))
-    paper = R.paint(paper, faint * 0.35, R.solid(R.jitter(str(rng.choice(["blue", "red", "gray"])), rng)))
+    paper = R.paint(paper, faint * 0.2, R.solid(R.jitter(str(rng.choice(["blue", "red", "gray"])), rng)))
     ink = R.jitter(str(rng.choice(["black", "blue", "brown", "purple"])), rng)
-    return R.finish(R.paint(paper, R.digit_mask(index, rng, scale=0.85, thick=5), R.solid(ink)), noise=8, rng=rng)
+    return R.finish(R.paint(paper, R.digit_mask(index, rng, scale=0.85, thick=3), R.solid(ink)), noise=8, rng=rng)
 
 
 def _combos(rng, cls, _i):
