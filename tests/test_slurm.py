@@ -128,8 +128,12 @@ def test_failed_cell_shows_in_status_with_its_log(slurm_env, toy, tmp_path, caps
     r = tmp_path / "r"
     assert _run(toy, r, "--methods", "coop", "--shots", "1", "--seeds", "1", *FAST) == 1
     capsys.readouterr()
-    main(["status", str(r)])
-    out = capsys.readouterr().out
+    for _ in range(20):                      # sacct lags slurmctld by a second or so (slurm-single-node.md)
+        main(["status", str(r)])
+        out = capsys.readouterr().out
+        if "SLURM:" in out:
+            break
+        time.sleep(1)
     assert "1 done, 1 failed" in out and "log:" in out and "SLURM:" in out
 
 
