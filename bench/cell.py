@@ -47,18 +47,17 @@ def _peak_mem_mb(device) -> float:
 
 
 def _prepare_data(cell: dict):
-    from bench.data.fewshot import base_new_split, sample_fewshot
-    from bench.grid import dataset_splits, fewshot_manifest
+    from bench.data.fewshot import base_new_split
+    from bench.grid import dataset_splits, fewshot_subset
 
     cfg = cell["config"]
     card = cards.dataset_card(cfg["dataset"])
     splits = dataset_splits(cfg["dataset"], cell["data_root"])
-    train, val = sample_fewshot(splits, cfg["shots"], cfg["seed"], has_val=card.kind != "imagenet")
-    sha = fewshot_manifest(cfg["dataset"], cell["data_root"], cfg["shots"], cfg["seed"])[1] if cfg["shots"] else None
+    train, val, sha = [], [], None                     # shots 0 (zero-shot): nothing is drawn
+    if cfg["shots"]:
+        train, val, sha = fewshot_subset(cfg["dataset"], cell["data_root"], cfg["shots"], cfg["seed"])
     if cell.get("manifest_sha256") and sha != cell["manifest_sha256"]:
         raise BenchError(f"few-shot manifest of {cfg['dataset']} changed since planning (data or split file edited)")
-    if cfg["shots"] == 0:
-        train, val = [], []
     return card, splits, train, val, sha, base_new_split
 
 

@@ -57,12 +57,13 @@ def dataset_splits(dataset: str, data_root: str):
     return read_splits(cards.dataset_card(dataset), Path(data_root))
 
 
-def fewshot_manifest(dataset: str, data_root: str, shots: int, seed: int) -> tuple[dict, str]:
+def fewshot_subset(dataset: str, data_root: str, shots: int, seed: int) -> tuple[list, list, str]:
+    """The few-shot (train, val) draw and the sha256 of its manifest (ImageNet has no few-shot val)."""
     card = cards.dataset_card(dataset)
     splits = dataset_splits(dataset, data_root)
     train, val = sample_fewshot(splits, shots, seed, has_val=card.kind != "imagenet")
     obj = manifest(dataset, card.version, shots, seed, train, val, Path(data_root))
-    return obj, manifest_sha256(obj)
+    return train, val, manifest_sha256(obj)
 
 
 def _check(grid: Grid) -> None:
@@ -118,7 +119,7 @@ def expand(grid: Grid, with_data: bool = True) -> list[dict]:
                     }
                     sha = None
                     if with_data and mcard.trains:
-                        sha = fewshot_manifest(dataset, grid.data_root, k, seed)[1]
+                        sha = fewshot_subset(dataset, grid.data_root, k, seed)[2]
                     identity = {k2: v for k2, v in config.items() if k2 not in ("method_title", "dataset_title", "suite")}
                     cells.append({"cell_id": canonical_hash([identity, sha])[:16], "config": config,
                                   "data_root": str(grid.data_root), "manifest_sha256": sha})
