@@ -51,6 +51,15 @@ def test_coop_short_context_count():
     assert make("coop", bb, ["cat"], ctx_init="a photo of a").count_trainable() == 2_048
 
 
+def test_coop_prompt_longer_than_the_context_is_a_clear_error(tiny_backbone):
+    from bench.errors import BenchError
+
+    context = tiny_backbone.tokenize(["x"]).shape[1]
+    make("coop", tiny_backbone, ["red circle"], n_ctx=context - 5)      # SOS + ctx + 2 name tokens + "." + EOS: fits
+    with pytest.raises(BenchError, match="'red circle'.*does not fit"):
+        make("coop", tiny_backbone, ["red circle"], n_ctx=context - 4)
+
+
 def test_clipfit_selects_exactly_text_cproj_biases_and_visual_layernorms(tiny_backbone):
     m = make("clipfit", tiny_backbone)
     names = set(m.trainable_parameters())

@@ -68,6 +68,10 @@ class CoOp(Method):
         self.class_tokens = self.backbone.tokenize([f"{self.prefix_text} {n}." for n in names])   # (C, L)
         name_tokens = self.backbone.tokenize(names)
         self.name_lens = [int((t > 0).sum()) - 2 for t in name_tokens]
+        for n, k, row in zip(names, self.name_lens, self.class_tokens):
+            if int((row > 0).sum()) < self.n_ctx + k + 3:                  # SOS + context + name + "." + EOS
+                raise BenchError(f"coop: the prompt for class {n!r} ({self.n_ctx} context tokens) does not fit the "
+                                 f"text tower's context of {row.numel()} tokens")
         with torch.no_grad():
             emb = token_embeddings(self.clip, self.class_tokens)                                   # (C, L, width)
         self.register_buffer("token_prefix", emb[:, :1].clone(), persistent=False)                # SOS
