@@ -1,7 +1,7 @@
 """The mini world: deterministic corpus and suite files, CoOp layout, cards, cache reuse and corrupt-cache rebuild.
 
 Fast tests use a tiny build (a few hundred corpus images, a handful of pretraining steps, 2-4 images per split);
-the full build (about a minute of pretraining) is marked slow.
+the full build (about 3 minutes) and the acceptance check on it are marked slow.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -156,18 +157,29 @@ def test_tiny_world_is_deterministic_and_loads_through_open_clip(tmp_path):
     register()
     model, _, preprocess = open_clip.create_model_and_transforms("bench-mini", pretrained=str(a.checkpoint))
     tok = open_clip.get_tokenizer("bench-mini")
-    assert tok(["a photo of a circle."]).shape == (1, 32)
+    assert tok(["a photo of a circle."]).shape == (1, 24)
     with torch.no_grad():
         assert model.encode_image(torch.zeros(1, 3, 32, 32)).shape == (1, 64)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="world v2: colours, colour+shape pairs and digits clear 2x chance; shapes "
-                   "19.3/22.2, textures 22.9/28.6, sketches 21.7/25.0 do not yet; see benchmarks/mini_world_build.py")
 def test_full_world_targets(tmp_path):
-    """The real build: zero-shot between 2x chance and 90% on every dataset (about 1.5 minutes)."""
+    """The real build (about 3 minutes) meets the issue's targets: zero-shot between 2x chance and 90% on every
+    dataset, and 16-shot ClipFit beats zero-shot on base classes by >= 5 points (suite mean over seeds 1, 2)."""
+    from bench.aggregate import load_results
     from bench.mini.probe import zero_shot_table
 
-    world = ensure_world(tmp_path, seed=0)
+    world = ensure_world(tmp_path / "cache", seed=0)
     for name, (acc, chance) in zero_shot_table(world).items():
         assert 2 * chance <= acc <= 90, (name, acc, chance)
+    results = tmp_path / "results"
+    env = {**os.environ, "BENCH_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    subprocess.run([sys.executable, "-m", "bench", "run", "--protocol", "base2new", "--methods", "zeroshot,clipfit",
+                    "--seeds", "1,2", "--results", str(results), "--no-leaderboard"], env=env, check=True,
+                   capture_output=True)
+    f = load_results(results).frame
+    base = f[(f.status == "completed") & (f.protocol == "base2new") & (f["eval"] == "base")]
+    by_method = base.groupby(["method", "dataset"])["acc"].mean().unstack()
+    assert by_method.shape == (2, len(world.datasets))
+    gain = (by_method.loc["clipfit"] - by_method.loc["zeroshot"]).mean()
+    assert gain >= 5, by_method

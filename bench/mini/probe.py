@@ -85,7 +85,7 @@ def _subset(y: np.ndarray, labels: list[int]) -> np.ndarray:
 
 
 def finetune_check(world, name: str, shots: int = 16, steps: int = 60, lr: float = 1e-3, batch: int = 32,
-                   rrc_scale=(0.5, 1.0), seed: int = 1) -> dict[str, float]:
+                   rrc_scale=(0.8, 1.0), seed: int = 1) -> dict[str, float]:
     """Zero-shot vs ClipFit-tuned accuracy on base and new test classes (percent)."""
     with fixed_threads(2):
         model = load_model(world.checkpoint)

@@ -2,9 +2,9 @@
 
 Usage:
     >>> from bench.mini.world import ensure_world
-    >>> w = ensure_world(progress=print)          # about 1-2 minutes the first time, then instant
+    >>> w = ensure_world(progress=print)          # about 3 minutes the first time, then instant
     >>> w.checkpoint, w.data_root, w.datasets
-    (PosixPath('~/.cache/bench/world-v2-seed0/mini-clip.pt'), PosixPath('.../data'), ('mini_shapes', ...))
+    (PosixPath('~/.cache/bench/world-v3-seed0/mini-clip.pt'), PosixPath('.../data'), ('mini_shapes', ...))
     >>> import open_clip; from bench.mini.pretrain import register; register()
     >>> model, _, preprocess = open_clip.create_model_and_transforms("bench-mini", pretrained=str(w.checkpoint))
 
@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-WORLD_VERSION = 2
+WORLD_VERSION = 3
 BACKBONE = "bench-mini"
 CHECKPOINT = "mini-clip.pt"
 MANIFEST = "world.json"
@@ -40,11 +40,11 @@ MANIFEST = "world.json"
 class BuildConfig:
     """Sizes of a build. The defaults are the real world; tests pass tiny ones (they get their own folder)."""
     corpus_size: int = 12000
-    steps: int = 800
+    steps: int = 2000
     batch_size: int = 128
     n_train: int = 24
     n_val: int = 5
-    n_test: int = 30
+    n_test: int = 50
     datasets: tuple[str, ...] | None = None     # None = every dataset of bench.mini.suite
 
     def tag(self) -> str:
@@ -204,7 +204,7 @@ def ensure_world(cache_dir: Path | None = None, seed: int = 0, progress: Callabl
             os.replace(final, trash)
             shutil.rmtree(trash, ignore_errors=True)
         else:
-            say(f"building the mini world in {final} (once; about 1-2 minutes on 2 CPU cores)")
+            say(f"building the mini world in {final} (once; about 3 minutes on 2 CPU cores)")
         tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         try:
