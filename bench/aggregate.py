@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from bench.errors import BenchError
+from bench.mdtable import format_hours
 
 logger = logging.getLogger(__name__)
 
@@ -415,16 +416,6 @@ def cost_table(frame: pd.DataFrame) -> pd.DataFrame:
     }).reset_index()
     out["cost"] = [format_hours(g, c) for g, c in zip(out["gpu_h"], out["cpu_h"])]
     return out
-
-
-def format_hours(gpu_h: float, cpu_h: float) -> str:
-    """'3.20 GPU-h', '0.012 CPU-h', or both when a method ran on both kinds of device."""
-    parts = [f"{_num(h)} {label}" for h, label in ((gpu_h, "GPU-h"), (cpu_h, "CPU-h")) if h > 0]
-    return " + ".join(parts) if parts else "0 CPU-h"
-
-
-def _num(hours: float) -> str:
-    return f"{hours:.1f}" if hours >= 10 else f"{hours:.2f}" if hours >= 0.1 else f"{hours:.2g}"
 
 
 def summaries(results: Results) -> dict[str, pd.DataFrame]:

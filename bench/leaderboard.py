@@ -23,18 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tabulate import tabulate
 
 from bench import __version__
 from bench.aggregate import Results, cost_table, dataset_order, load_results, summaries
 from bench.errors import BenchError
+from bench.mdtable import DASH, STAR, Row, emit, f2, params, pm, present, signed
 from bench.reported import compare, load_reported
 
-DASH, STAR, DAGGER = "—", "\\*", "†"
+DAGGER = "†"
 FORMATS = {"md": "LEADERBOARD.md", "csv": "leaderboard.csv", "json": "leaderboard.json"}
 PROTOCOL_TITLES = {"xd": "Cross-dataset transfer", "dg": "Domain generalisation"}
 MAX_LISTED = 20
-LEFT = {"Method", "Dataset", "Protocol", "Error", "Log", "Cell"}
 
 
 def write_leaderboard(root: Path, out: Path | None = None, fmt: str = "md", *, plots: bool = True,
@@ -91,56 +90,6 @@ def header_info(res: Results, now: dt.datetime | None = None) -> dict[str, Any]:
     return {"generated": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "bench": __version__, "git": git_sha(),
             "backbones": sorted(f"{b}/{p}" for b, p in pairs), "seeds": [int(s) for s in seeds],
             "completeness": res.completeness()}
-
-
-# ------------------------------------------------------------------------------------------------ table helpers
-
-
-@dataclass
-class Row:
-    """One table row: display cells, numeric values per column (for bold), columns marked `*`, reference?"""
-
-    cells: list[str]
-    values: dict[int, float] = field(default_factory=dict)
-    marks: set[int] = field(default_factory=set)
-    ref: bool = False
-
-
-def emit(headers: list[str], rows: list[Row], bold: tuple[int, ...] = ()) -> str:
-    """Render with tabulate (pipe): best reproduced value per `bold` column in bold, `*` marks appended."""
-    for col in bold:
-        vals = [r.values[col] for r in rows if not r.ref and _ok(r.values.get(col))]
-        best = max(vals) if vals else None
-        for r in rows:
-            if best is not None and not r.ref and _ok(r.values.get(col)) and math.isclose(r.values[col], best):
-                r.cells[col] = f"**{r.cells[col]}**"
-    cells = [[c + (STAR if i in r.marks else "") for i, c in enumerate(r.cells)] for r in rows]
-    align = ["left" if h in LEFT else "right" for h in headers]
-    return tabulate(cells, headers=headers, tablefmt="pipe", colalign=align, disable_numparse=True) + "\n"
-
-
-def _ok(x: Any) -> bool:
-    return x is not None and not (isinstance(x, float) and math.isnan(x))
-
-
-def f2(x: Any) -> str:
-    return f"{x:.2f}" if _ok(x) else DASH
-
-
-def pm(mean: Any, std: Any) -> str:
-    """'80.00 ± 1.23', or '80.00' with one seed, or — when missing."""
-    return DASH if not _ok(mean) else f"{mean:.2f} ± {std:.2f}" if _ok(std) else f"{mean:.2f}"
-
-
-def signed(x: Any) -> str:
-    return f"{x:+.2f}" if _ok(x) else DASH
-
-
-def params(n: Any) -> str:
-    if not _ok(n):
-        return DASH
-    n = float(n)
-    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}K" if n >= 1e3 else f"{n:.0f}"
 
 
 # ------------------------------------------------------------------------------------------------------ sections
@@ -360,8 +309,8 @@ def cost_section(ctx: Ctx, bb: str, pt: str) -> list[str]:
         return []
     cost = _sel(ctx.tables["cost"], bb, pt).sort_values("trainable_params")
     heads = ["Method", "Trainable params", "Compute", "Images/s", "Peak memory (MB)", "Cells"]
-    rows = [Row([r.method_title, params(r.trainable_params), r.cost, f"{r.images_per_s:.0f}" if _ok(r.images_per_s)
-                 else DASH, f"{r.peak_mem_mb:.0f}" if _ok(r.peak_mem_mb) else DASH, str(r.cells)])
+    rows = [Row([r.method_title, params(r.trainable_params), r.cost, f"{r.images_per_s:.0f}" if present(r.images_per_s)
+                 else DASH, f"{r.peak_mem_mb:.0f}" if present(r.peak_mem_mb) else DASH, str(r.cells)])
             for r in cost.itertuples()]
     return [f"## Cost — {bb}/{pt} (all protocols, completed cells)\n", emit(heads, rows)]
 
