@@ -78,6 +78,9 @@ def _check(grid: Grid) -> None:
         cards.method_card(name)
     for name in grid.datasets + ([grid.source] if grid.source else []) + (grid.targets or []):
         cards.dataset_card(name)
+    if not grid.datasets and (grid.protocol in ("fewshot", "base2new") or (grid.protocol == "xd" and not grid.targets)):
+        raise BenchError(f"no datasets to run: pass --datasets a,b or --suite ({', '.join(cards.suites())})"
+                         + (" or --targets" if grid.protocol == "xd" else ""))
 
 
 def _layout(grid: Grid) -> list[tuple[str, list[str]]]:

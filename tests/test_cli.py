@@ -59,6 +59,8 @@ def test_validate_ok_on_generated_tree(toy, capsys):
      "cannot fetch pretrained weights 'openai' for ViT-B-32"),
     (["run", "--methods", "coop", "--datasets", "toy", "--backbone", "bench-tiny", "--pretrained", "{root}/w.pt",
       "--data-root", "{root}", "--shots", "1", "--seeds", "1", "--results", "{root}/r"], "w.pt does not exist"),
+    (["plan", "--methods", "coop", "--data-root", "{root}", "--results", "{root}/r"], "no datasets to run: pass --datasets"),
+    (["plan", "--protocol", "xd", "--data-root", "{root}", "--results", "{root}/r"], "or --targets"),
 ])
 def test_bad_input_is_a_one_line_error(toy, capsys, argv, message):
     argv = [a.format(root=toy) for a in argv]
