@@ -10,10 +10,11 @@ Usage:
 
 The architecture lives in `bench/model_configs/bench-mini.json` (open_clip model-config JSON, vocabulary 49408 so
 `open_clip.get_tokenizer("bench-mini")` works, context 24 = CoOp's 16 context tokens plus a class name, 32 px
-images, patch 8). Training is the CLIP recipe: symmetric InfoNCE with a learnable temperature, AdamW, linear warm-up then cosine. Identical captions inside a
-batch count as positives of each other. Images get CLIP normalisation and, like bench's train transform, random
-resized crops (scale 0.8-1) and horizontal flips, so the model is not thrown by fine-tuning augmentation.
-Deterministic on the CPU for a seed: a fixed thread count (2) and seeded torch/numpy generators.
+images, patch 8). Training is the CLIP recipe: symmetric InfoNCE with a learnable temperature, AdamW, linear
+warm-up then cosine, 2,000 steps (800 left the model recognising 45 % of in-distribution shapes; 2,000: 67 %).
+Identical captions inside a batch count as positives of each other. Images get CLIP normalisation and, like
+bench's train transform, random resized crops (scale 0.8-1) and horizontal flips, so the model is not thrown by
+fine-tuning augmentation. Deterministic on the CPU for a seed: a fixed thread count (2) and seeded generators.
 """
 
 from __future__ import annotations
