@@ -25,7 +25,8 @@ from typing import Any
 import pandas as pd
 
 from bench import __version__
-from bench.aggregate import Results, cost_table, dataset_order, load_results, summaries
+from bench.aggregate import cost_table, dataset_order, summaries
+from bench.collect import Results, load_results
 from bench.errors import BenchError
 from bench.mdtable import DASH, STAR, Row, emit, f2, params, pm, present, signed
 from bench.reported import compare, load_reported

@@ -1,7 +1,8 @@
 """PNG plots for the leaderboard, drawn from the same summary tables (matplotlib, Agg, imported lazily).
 
 Usage:
-    >>> from bench.aggregate import load_results, summaries
+    >>> from bench.aggregate import summaries
+    >>> from bench.collect import load_results
     >>> from bench.plots import write_plots
     >>> res = load_results("results")
     >>> for caption, path in write_plots(summaries(res), res.root / "plots"):

@@ -78,7 +78,8 @@ def main() -> int:
         _, t_write = timed(lambda: write_tree(root, args.cells))
         from tabulate import tabulate
 
-        from bench.aggregate import load_results, summaries
+        from bench.aggregate import summaries
+        from bench.collect import load_results
         from bench.leaderboard import write_leaderboard
 
         res, t_load = timed(lambda: load_results(root))

@@ -18,10 +18,10 @@ from bench.aggregate import (
     fewshot_average,
     fewshot_table,
     harmonic_mean,
-    load_results,
     summaries,
     transfer_table,
 )
+from bench.collect import load_results
 from bench.errors import BenchError
 
 try:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.aggregate import harmonic_mean, load_results, summaries
+from bench.aggregate import harmonic_mean, summaries
+from bench.collect import load_results
 from bench.errors import BenchError
 from bench.leaderboard import write_leaderboard
 from bench.reported import compare, load_reported, match
