@@ -9,26 +9,13 @@
 # Stop with: bash slurm/stop.sh DIR [--purge].  See slurm/README.md for the knobs (SLURM_LOCAL_*).
 set -euo pipefail
 
-die() { echo "start.sh: error: $*" >&2; exit 1; }
-say() { printf '[start %5.1fs] %s\n' "$(elapsed)" "$*"; }
-T0=$EPOCHREALTIME
-elapsed() { awk -v a="$T0" -v b="$EPOCHREALTIME" 'BEGIN {print b - a}'; }
-
-usage() { echo "usage: bash slurm/start.sh DIR [--fresh]" >&2; exit 2; }
-DIR="" FRESH=0
-for a in "$@"; do
-  case "$a" in
-    --fresh) FRESH=1 ;;
-    -h|--help) usage ;;
-    -*) echo "start.sh: unknown option $a" >&2; usage ;;
-    *) [[ -z "$DIR" ]] || usage; DIR="$a" ;;
-  esac
-done
-[[ -n "$DIR" ]] || usage
+SCRIPT=start FLAG=--fresh
+# shellcheck source=slurm/_cli.sh
+source "$(dirname "${BASH_SOURCE[0]}")/_cli.sh"
+parse_dir_args "$@"
+FRESH=$FLAG_ON
 [[ "$(id -u)" == 0 ]] || die "must run as root (daemons run as root, packages are installed with apt-get)"
-DIR=$(realpath -m -- "$DIR")
 [[ "$DIR" =~ ^/[A-Za-z0-9._/+-]+$ ]] || die "DIR '$DIR' may only contain letters, digits and ._+-/ (slurm.conf has no quoting)"
-[[ "$DIR" != / ]] || die "DIR must not be /"
 (( ${#DIR} <= 80 )) || die "DIR '$DIR' is too long (${#DIR} > 80 chars; UNIX socket paths are limited to 108 bytes)"
 
 # ---- knobs ----------------------------------------------------------------------------------------------------
@@ -53,7 +40,6 @@ NODE=$(hostname -s)
 DEF_MEM=$(( MEM_MB / CPUS )); (( DEF_MEM >= 1 )) || DEF_MEM=1
 MAX_JOBS=$(( MAX_ARRAY > 5000 ? MAX_ARRAY * 2 : 10000 ))
 DB_PASS=bench-local-slurm   # fixed password of a MariaDB that only listens on 127.0.0.1 of this machine
-MARKER=.bench-slurm-local
 DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd)
 
 export SLURM_CONF="$DIR/slurm.conf"

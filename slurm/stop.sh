@@ -10,23 +10,11 @@
 # It never signals a process it did not start (or that a daemon of this cluster did not start).
 set -uo pipefail
 
-die() { echo "stop.sh: error: $*" >&2; exit 1; }
-T0=$EPOCHREALTIME
-say() { printf '[stop %5.1fs] %s\n' "$(awk -v a="$T0" -v b="$EPOCHREALTIME" 'BEGIN {print b - a}')" "$*"; }
-usage() { echo "usage: bash slurm/stop.sh DIR [--purge]" >&2; exit 2; }
-DIR="" PURGE=0
-for a in "$@"; do
-  case "$a" in
-    --purge) PURGE=1 ;;
-    -h|--help) usage ;;
-    -*) echo "stop.sh: unknown option $a" >&2; usage ;;
-    *) [[ -z "$DIR" ]] || usage; DIR="$a" ;;
-  esac
-done
-[[ -n "$DIR" ]] || usage
-DIR=$(realpath -m -- "$DIR")
-[[ "$DIR" != / ]] || die "DIR must not be /"
-MARKER=.bench-slurm-local
+SCRIPT=stop FLAG=--purge
+# shellcheck source=slurm/_cli.sh
+source "$(dirname "${BASH_SOURCE[0]}")/_cli.sh"
+parse_dir_args "$@"
+PURGE=$FLAG_ON
 TERM_TIMEOUT=${SLURM_LOCAL_STOP_TIMEOUT:-30}
 
 if [[ ! -d "$DIR" ]]; then
