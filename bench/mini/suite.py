@@ -7,7 +7,8 @@ Usage:
     >>> names[:2]
     ['mini_shapes', 'mini_colors']
 
-On disk, per dataset (`folder` = the name): `<root>/<folder>/images/<class>/<class>_<nnnn>.png` (32 x 32 RGB)
+On disk, per dataset (`folder` = the name): `<root>/<folder>/images/<class>/<class>_<nnnn>.png` (32 x 32 RGB,
+written by `render.png_bytes`, so the bytes depend on the pixels only)
 and `<root>/<folder>/<split_file>` = {"train": [[rel_path, label, classname], ...], "val": [...], "test": [...]}
 with paths relative to `images/`, labels = index of the class folder in sorted order, json indent 4. The card
 of each dataset is `datasets/<name>.yaml` (see `card_text`). Shifts from the pretraining corpus:
@@ -30,12 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from bench.mini import render as R
 from bench.mini.corpus import SUITE_DIGITS_PER_CLASS
 
-Render = Callable[[np.random.Generator, str, int], Image.Image]
+Render = Callable[[np.random.Generator, str, int], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class Spec:
     title: str
     template: str
     classes: tuple[str, ...]        # raw class folder names (CoOp: `_` becomes a space)
-    render: Render                  # (rng, class name, index within class) -> 32 x 32 RGB image
+    render: Render                  # (rng, class name, index within class) -> 32 x 32 x 3 uint8 image
 
     @property
     def split_file(self) -> str:
@@ -54,7 +54,7 @@ class Spec:
 def _photo_bg(rng, gray: bool = False, dim: float = 1.0) -> np.ndarray:
     bg = R.photo_patch(rng)
     if gray:
-        bg = np.repeat(bg.mean(axis=2, keepdims=True), 3, axis=2)
+        bg = np.repeat(((bg[..., 0] + bg[..., 1] + bg[..., 2]) / 3)[..., None], 3, axis=2)
     return bg * dim
 
 
@@ -72,7 +72,7 @@ def _colors(rng, cls, _i):
     shape = str(rng.choice(R.SHAPES))
     mask = R.shape_mask(shape, rng.uniform(-0.1, 0.1), rng.uniform(-0.1, 0.1), rng.uniform(0.7, 0.9), rng.normal(0, 0.2))
     a = rng.uniform(0, 2 * math.pi)
-    ramp = 1 + rng.uniform(0.15, 0.35) * (R._X * math.cos(a) + R._Y * math.sin(a))[..., None]   # lit from one side
+    ramp = 1 + rng.uniform(0.15, 0.35) * (R._X * R.cos(a) + R._Y * R.sin(a))[..., None]   # lit from one side
     fg = np.clip(R.solid(R.jitter(cls, rng, 18)) * ramp, 0, 255)
     return R.finish(R.paint(_photo_bg(rng, gray=True, dim=rng.uniform(0.6, 1.1)), mask, fg), noise=14, rng=rng)
 
@@ -158,7 +158,7 @@ def write_dataset(s: Spec, data_root: Path, seed: int = 0, n_train: int = 24, n_
         (images / cls).mkdir(parents=True, exist_ok=True)
         for i in range(n_train + n_val + n_test):
             rel = f"{cls}/{cls}_{i:04d}.png"
-            s.render(rng, cls, i).save(images / rel, format="PNG")
+            (images / rel).write_bytes(R.png_bytes(s.render(rng, cls, i)))
             part = "train" if i < n_train else "val" if i < n_train + n_val else "test"
             split[part].append([rel, label, cls])
     (folder / s.split_file).write_text(json.dumps(split, indent=4) + "\n", encoding="utf-8")

@@ -4,7 +4,7 @@ Usage:
     >>> from bench.mini.world import ensure_world
     >>> w = ensure_world(progress=print)          # about 3 minutes the first time, then instant
     >>> w.checkpoint, w.data_root, w.datasets
-    (PosixPath('~/.cache/bench/world-v3-seed0/mini-clip.pt'), PosixPath('.../data'), ('mini_shapes', ...))
+    (PosixPath('~/.cache/bench/world-v4-seed0/mini-clip.pt'), PosixPath('.../data'), ('mini_shapes', ...))
     >>> import open_clip; from bench.mini.pretrain import register; register()
     >>> model, _, preprocess = open_clip.create_model_and_transforms("bench-mini", pretrained=str(w.checkpoint))
 
@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-WORLD_VERSION = 3
+WORLD_VERSION = 4
 BACKBONE = "bench-mini"
 CHECKPOINT = "mini-clip.pt"
 MANIFEST = "world.json"
