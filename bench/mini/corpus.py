@@ -23,6 +23,8 @@ A few colour-shape pairs are held out (HELD_OUT) so the suite can show unseen co
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 
@@ -177,6 +179,13 @@ def make_corpus(n: int = 12000, seed: int = 0, n_captions: int = 4) -> Corpus:
         images[i] = np.asarray(R.finish(img))
         captions.append(caps)
     return Corpus(images, captions, [str(k) for k in kinds])
+
+
+def corpus_sha256(corpus: Corpus) -> str:
+    """One hash over the images (uint8, row-major), the captions and the kinds."""
+    h = hashlib.sha256(np.ascontiguousarray(corpus.images, np.uint8).tobytes())
+    h.update(json.dumps([corpus.captions, corpus.kinds]).encode())
+    return h.hexdigest()
 
 
 def vocabulary_check(corpus: Corpus) -> dict[str, int]:

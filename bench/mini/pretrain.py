@@ -14,14 +14,26 @@ images, patch 8). Training is the CLIP recipe: symmetric InfoNCE with a learnabl
 warm-up then cosine, 2,000 steps (800 left the model recognising 45 % of in-distribution shapes; 2,000: 67 %).
 Identical captions inside a batch count as positives of each other. Images get CLIP normalisation and, like
 bench's train transform, random resized crops (scale 0.8-1) and horizontal flips, so the model is not thrown by
-fine-tuning augmentation. Deterministic on the CPU for a seed: a fixed thread count (2) and seeded generators.
+fine-tuning augmentation.
+
+Bit-identical across x86-64 machines for a seed (world v4), which a 2,000-step float run is not by default: the
+weights depended on the thread count (1, 2, 3, 4 threads: four different checkpoints), on ATen's vector ISA
+(AVX-512 vs AVX2 kernels), on oneDNN's ISA and on MKL's code branch. So `bench.mini.world` runs this module
+as a subprocess (`python -m bench.mini.pretrain`, usage in `main`) with `PINNED_ENV`: 2 threads and no dynamic
+threading, ATen's AVX2 kernels, MKL's CPU-independent COMPATIBLE branch; and `pretrain` turns oneDNN off (its
+kernels pick blocking by CPU). What is left is the torch build itself (pinned by `make`, see constraints.txt);
+other architectures (ARM) build a different, equally valid world that `bench world --check` reports.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import hashlib
+import json
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,6 +48,10 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "model_configs"
 ARCH = "bench-mini"
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
+THREADS = 2
+# Set before torch starts (hence a subprocess): read once by ATen, MKL and OpenMP.
+PINNED_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "MKL_DYNAMIC": "FALSE", "OMP_DYNAMIC": "FALSE",
+              "OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS)}
 
 
 def register() -> None:
@@ -67,13 +83,16 @@ def tokenizer():
 
 
 @contextlib.contextmanager
-def fixed_threads(n: int) -> Iterator[None]:
-    old = torch.get_num_threads()
+def fixed_threads(n: int, mkldnn: bool = True) -> Iterator[None]:
+    """`n` intra-op threads (and oneDNN off if not `mkldnn`) inside the block."""
+    old, old_mkldnn = torch.get_num_threads(), torch.backends.mkldnn.enabled
     torch.set_num_threads(n)
+    torch.backends.mkldnn.enabled = mkldnn and old_mkldnn
     try:
         yield
     finally:
         torch.set_num_threads(old)
+        torch.backends.mkldnn.enabled = old_mkldnn
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -107,10 +126,10 @@ def clip_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, same: t
 
 
 def pretrain(corpus: Corpus, steps: int = 2000, batch_size: int = 128, lr: float = 2e-3, seed: int = 0,
-             warmup: int = 30, threads: int = 2, progress: Callable[[str], None] | None = None, log_every: int = 50):
+             warmup: int = 30, threads: int = THREADS, progress: Callable[[str], None] | None = None, log_every: int = 50):
     """Train `bench-mini` from scratch on `corpus`; returns the model in eval mode."""
     say = progress or (lambda _m: None)
-    with fixed_threads(threads):
+    with fixed_threads(threads, mkldnn=False):
         model = build_model(seed)
         tok = tokenizer()
         flat = [c for caps in corpus.captions for c in caps]
@@ -133,7 +152,7 @@ def pretrain(corpus: Corpus, steps: int = 2000, batch_size: int = 128, lr: float
                                 lr=lr, betas=(0.9, 0.98), eps=1e-6)
         n = len(images)
         order, pos = rng.permutation(n), 0
-        t0, run_loss = time.time(), 0.0
+        t0, run_loss, last = time.time(), 0.0, float("nan")
         model.train()
         for step in range(steps):
             if pos + batch_size > n:
@@ -156,13 +175,14 @@ def pretrain(corpus: Corpus, steps: int = 2000, batch_size: int = 128, lr: float
             run_loss += loss.item()
             if (step + 1) % log_every == 0 or step + 1 == steps:
                 k = (step % log_every) + 1
-                say(f"pretraining step {step + 1}/{steps}  loss {run_loss / k:.3f}  "
-                    f"({time.time() - t0:.0f}s)")
+                last = run_loss / k
+                say(f"pretraining step {step + 1}/{steps}  loss {last:.3f}  ({time.time() - t0:.0f}s)")
                 run_loss = 0.0
         with torch.no_grad():
             full_embedding.weight[used] = model.token_embedding.weight
         model.token_embedding = full_embedding
         model.eval()
+        model.final_loss = last
     return model
 
 
@@ -174,6 +194,52 @@ def save_checkpoint(model, path: str | Path) -> Path:
     return path
 
 
+def weights_sha256(model) -> str:
+    """One hash over the state_dict: names, dtypes, shapes and raw bytes, in sorted order (file format aside)."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        t = v.detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def numerics() -> dict:
+    """What the float results of this process depend on, for the world manifest."""
+    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads(), "mkldnn": False, "mkl_cbwr": PINNED_ENV["MKL_CBWR"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m bench.mini.pretrain --out mini-clip.pt --info pretrain.json [--corpus-size N --steps N ...]
+
+    Generates the corpus, pretrains, saves the checkpoint and writes `info` (corpus and weights hashes, losses,
+    numerics). Progress goes to stdout, one line per message. Run it with PINNED_ENV (bench.mini.world does).
+    """
+    from bench.mini.corpus import corpus_sha256, make_corpus
+
+    p = argparse.ArgumentParser(prog="python -m bench.mini.pretrain")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--info", type=Path, required=True)
+    p.add_argument("--corpus-size", type=int, default=12000)
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    say = lambda m: print(m, flush=True)  # noqa: E731
+    t0 = time.time()
+    say(f"generating the corpus: {a.corpus_size} captioned images (seed {a.seed})")
+    corpus = make_corpus(a.corpus_size, a.seed)
+    say(f"corpus ready ({time.time() - t0:.1f}s); pretraining {ARCH} for {a.steps} steps at batch {a.batch_size}")
+    model = pretrain(corpus, steps=a.steps, batch_size=a.batch_size, seed=a.seed, log_every=max(1, a.steps // 6),
+                     progress=say)
+    save_checkpoint(model, a.out)
+    info = {"corpus_sha256": corpus_sha256(corpus), "weights_sha256": weights_sha256(model),
+            "final_loss": round(float(model.final_loss), 6), "numerics": numerics()}
+    a.info.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return 0
+
+
 def load_model(path: str | Path):
     """The pretrained mini CLIP through open_clip's standard path (eval mode, fp32, CPU)."""
     import open_clip
@@ -181,3 +247,7 @@ def load_model(path: str | Path):
     register()
     model = open_clip.create_model(ARCH, pretrained=str(path), precision="fp32", device="cpu")
     return model.eval()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

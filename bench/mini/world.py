@@ -10,9 +10,14 @@ Usage:
 
 Layout of `<cache>/world-v<WORLD_VERSION>-seed<seed>/` (cache = argument, else $BENCH_CACHE, else ~/.cache/bench):
     mini-clip.pt        open_clip state_dict of `bench-mini`
+    pretrain.json       corpus and weights hashes, final loss, the numerics it was trained under
     data/<dataset>/...  the suite (see bench.mini.suite)
-    world.json          manifest, written last: version, seed, build sizes, sha256 of every file
+    world.json          manifest, written last: version, seed, build sizes, sha256 of every file, library versions
+                        and `content`: one hash per component (inputs, corpus, weights, each dataset tree), which
+                        `bench world --check` compares with the reference hashes in bench/mini/reference.json
 The world is built in a temporary sibling folder and renamed into place, so a killed build never looks complete.
+Rendering is numpy-only float64 (bench.mini.render) and pretraining runs as a subprocess under pinned numerics
+(bench.mini.pretrain), so with constraints.txt's versions the world is bit-identical on x86-64 machines with AVX2.
 On reuse the manifest, the checkpoint and the split JSONs are re-hashed and the image count checked; anything
 corrupt, stale or partial is reported in one line through `progress` and rebuilt. A file lock serialises builders.
 """
@@ -25,6 +30,9 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -34,6 +42,7 @@ WORLD_VERSION = 4
 BACKBONE = "bench-mini"
 CHECKPOINT = "mini-clip.pt"
 MANIFEST = "world.json"
+PRETRAIN_INFO = "pretrain.json"
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,11 @@ class BuildConfig:
         if self == BuildConfig():
             return ""
         return "-" + hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:8]
+
+
+# The CI world: the whole pipeline in seconds (`bench world --check --tiny`); its hashes are in reference.json too.
+TINY = BuildConfig(corpus_size=64, steps=2, batch_size=16, n_train=3, n_val=2, n_test=2,
+                   datasets=("mini_textures", "mini_digits"))
 
 
 @dataclass(frozen=True)
@@ -93,6 +107,27 @@ def images_sha256(data_root: Path) -> str:
         h.update(p.relative_to(data_root).as_posix().encode() + b"\0")
         h.update(hashlib.sha256(p.read_bytes()).digest())
     return h.hexdigest()
+
+
+def tree_sha256(folder: Path) -> str:
+    """One hash over every file under `folder`: relative path and content, in sorted order."""
+    h = hashlib.sha256()
+    for p in sorted(q for q in folder.rglob("*") if q.is_file()):
+        h.update(p.relative_to(folder).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": sys.version.split()[0]}
+    for dist in ("numpy", "pillow", "scikit-learn", "torch", "open_clip_torch"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "missing"
+    return out
 
 
 def _world(root: Path, manifest: dict) -> World:
@@ -150,34 +185,52 @@ def _write_json_atomic(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
+def run_pretraining(root: Path, seed: int, config: BuildConfig, progress: Callable[[str], None]) -> dict:
+    """Corpus + pretraining in a subprocess under PINNED_ENV; writes root/CHECKPOINT and returns pretrain.json."""
+    import bench
+    from bench.mini.pretrain import PINNED_ENV
+
+    here = str(Path(bench.__file__).resolve().parent.parent)        # the child imports this very bench
+    code = ("import sys; p = sys.argv.pop(1); sys.path.insert(0, p) if p not in sys.path else None; "
+            "from bench.mini.pretrain import main; sys.exit(main(sys.argv[1:]))")
+    cmd = [sys.executable, "-c", code, here, "--out", str(root / CHECKPOINT), "--info", str(root / PRETRAIN_INFO),
+           "--corpus-size", str(config.corpus_size), "--steps", str(config.steps), "--batch-size",
+           str(config.batch_size), "--seed", str(seed)]
+    with tempfile.TemporaryFile("w+") as err, subprocess.Popen(cmd, env={**os.environ, **PINNED_ENV},
+                                                               stdout=subprocess.PIPE, stderr=err, text=True) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            progress(line.rstrip("\n"))
+        proc.wait()
+        err.seek(0)
+        tail = [ln for ln in err.read().splitlines() if ln.strip()][-1:] or ["no message"]
+    if proc.returncode != 0:
+        raise RuntimeError(f"mini-world pretraining failed (exit {proc.returncode}): {tail[0]}")
+    return json.loads((root / PRETRAIN_INFO).read_text(encoding="utf-8"))
+
+
 def build_world(root: Path, seed: int, config: BuildConfig, progress: Callable[[str], None]) -> World:
     """Build into `root` (an empty or absent folder); the manifest is written last."""
-    from bench.mini.corpus import make_corpus
-    from bench.mini.pretrain import pretrain, save_checkpoint
-    from bench.mini.suite import NAMES, write_suite
+    from bench.mini.render import inputs_sha256
+    from bench.mini.suite import NAMES, spec, write_suite
 
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    progress(f"generating the corpus: {config.corpus_size} captioned images (seed {seed})")
-    corpus = make_corpus(config.corpus_size, seed)
-    progress(f"corpus ready ({time.time() - t0:.1f}s); pretraining {BACKBONE} for {config.steps} steps "
-             f"at batch {config.batch_size}")
-    model = pretrain(corpus, steps=config.steps, batch_size=config.batch_size, seed=seed, progress=progress,
-                     log_every=max(1, config.steps // 6))
-    save_checkpoint(model, root / CHECKPOINT)
-    del corpus, model
+    info = run_pretraining(root, seed, config, progress)
     progress("writing the mini suite")
     names = write_suite(root / "data", seed, config.n_train, config.n_val, config.n_test,
                         config.datasets or NAMES, progress)
-    from bench.mini.suite import spec
-
-    files = {CHECKPOINT: sha256_file(root / CHECKPOINT)}
+    files = {CHECKPOINT: sha256_file(root / CHECKPOINT), PRETRAIN_INFO: sha256_file(root / PRETRAIN_INFO)}
     for n in names:
         rel = f"data/{n}/{spec(n).split_file}"
         files[rel] = sha256_file(root / rel)
+    content = {f"inputs/{k}": v for k, v in inputs_sha256().items()}
+    content.update({"corpus": info["corpus_sha256"], "weights": info["weights_sha256"]})
+    content.update({f"data/{n}": tree_sha256(root / "data" / n) for n in names})
     manifest = {"world_version": WORLD_VERSION, "seed": seed, "backbone": BACKBONE, "config": asdict(config),
                 "datasets": names, "files": files, "n_images": len(_images(root / "data")),
-                "images_sha256": images_sha256(root / "data")}
+                "images_sha256": images_sha256(root / "data"), "content": content,
+                "final_loss": info["final_loss"], "numerics": info["numerics"], "versions": library_versions()}
     _write_json_atomic(root / MANIFEST, manifest)
     progress(f"built in {time.time() - t0:.0f}s")
     return _world(root, manifest)
@@ -204,7 +257,8 @@ def ensure_world(cache_dir: Path | None = None, seed: int = 0, progress: Callabl
             os.replace(final, trash)
             shutil.rmtree(trash, ignore_errors=True)
         else:
-            say(f"building the mini world in {final} (once; about 3 minutes on 2 CPU cores)")
+            took = "about 3 minutes on 2 CPU cores" if config == BuildConfig() else "seconds"
+            say(f"building the mini world in {final} (once; {took})")
         tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         try:
