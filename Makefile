@@ -2,6 +2,7 @@
 #   make run    — venv + dependencies (once), then the main job on its embedded default (the offline mini world)
 #   make test   — venv + dependencies (once), then the whole test suite (SLURM tests start their own cluster)
 # TORCH_SPEC picks the torch/torchvision pair; the default is the pair these machines carry as local files.
+# constraints.txt pins every other package to the reference environment (pyproject.toml keeps lower bounds).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,11 +18,11 @@ export HF_HUB_OFFLINE ?= 1
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q $(TORCH_SPEC)
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -c constraints.txt $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 run: setup
