@@ -6,12 +6,15 @@ Usage:
     python benchmarks/mini_world_build.py --cache ~/.cache/bench --seed 0   # reuse/build a given cache
 
 Also reports zero-shot accuracy on the train images under bench's train augmentation at the default Dassl crop
-(RandomResizedCrop scale 0.08-1) and at the mini suite's crop (suites.yaml `mini.input.rrc_scale`).
+(RandomResizedCrop scale 0.08-1) and at the mini suite's crop (suites.yaml `mini.input.rrc_scale`), the final
+pretraining loss, and the world's content hashes against bench's reference ones (bench/mini/reference.json; the
+JSON entry to paste there after a deliberate change of the world).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -28,8 +31,10 @@ def main() -> None:
     args = p.parse_args()
 
     from bench import cards
+    from bench.errors import BenchError
     from bench.mini.probe import finetune_check, zero_shot_table
-    from bench.mini.world import ensure_world
+    from bench.mini.reference import check, report
+    from bench.mini.world import MANIFEST, BuildConfig, ensure_world
 
     suite_scale = tuple(cards.suite("mini").get("input", {}).get("rrc_scale", (0.08, 1.0)))
     with tempfile.TemporaryDirectory() as tmp:
@@ -48,11 +53,20 @@ def main() -> None:
         for name in world.datasets:
             acc, chance = zs[name]
             rows.append((acc, chance))
-            print(f"{name:15s} {round(100 / chance):7d} {chance:6.1f} {acc:7.1f} | {train[name][0]:6.1f} "
+            print(f"{name:15s} {round(100 / chance):7d} {chance:6.1f} {acc:7.2f} | {train[name][0]:6.1f} "
                   f"{aug_dassl[name][0]:6.1f} {aug_suite[name][0]:7.1f}")
         mean = lambda t: sum(t[n][0] for n in world.datasets) / len(world.datasets)  # noqa: E731
-        print(f"{'mean':15s} {'':7s} {sum(c for _, c in rows) / len(rows):6.1f} {mean(zs):7.1f} | {mean(train):6.1f} "
+        print(f"{'mean':15s} {'':7s} {sum(c for _, c in rows) / len(rows):6.1f} {mean(zs):7.2f} | {mean(train):6.1f} "
               f"{mean(aug_dassl):6.1f} {mean(aug_suite):7.1f}")
+        manifest = json.loads((world.root / MANIFEST).read_text())
+        print(f"\nfinal pretraining loss {manifest['final_loss']:.3f}; built with "
+              + ", ".join(f"{k} {v}" for k, v in manifest["versions"].items()) + f"; numerics {manifest['numerics']}")
+        try:
+            print("\n".join(report(check(world.root, args.seed, BuildConfig()))))
+        except BenchError as err:
+            print(f"no comparison: {err}")
+        entry = {"content": manifest["content"], "final_loss": manifest["final_loss"]}
+        print(f"reference.json entry:\n{json.dumps({world.root.name: entry}, indent=2)}")
         if args.finetune:
             print(f"\nClipFit check: 16 shots of base classes, image LNs + text c_proj biases, rrc {suite_scale}")
             print(f"{'dataset':15s} {'base zs':>7s} {'base ft':>7s} {'gain':>6s} {'new zs':>7s} {'new ft':>7s}")

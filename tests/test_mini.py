@@ -1,7 +1,9 @@
-"""The mini world: deterministic corpus and suite files, CoOp layout, cards, cache reuse and corrupt-cache rebuild.
+"""The mini world: deterministic corpus and suite files, CoOp layout, cards, cache reuse and corrupt-cache rebuild,
+and bit-identical content: the tiny world's hashes equal bench's reference ones (so CI catches drift on a new library
+version or machine), `bench world --check` says so.
 
-Fast tests use a tiny build (a few hundred corpus images, a handful of pretraining steps, 2-4 images per split);
-the full build (about 3 minutes) and the acceptance check on it are marked slow.
+Fast tests use the tiny CI build (64 corpus images, 2 pretraining steps, 2-3 images per split; one build shared by
+the module); the full build (about 3 minutes) and the acceptance check on it are marked slow.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,11 +23,27 @@ import pytest
 
 from bench.mini import suite as S
 from bench.mini.corpus import HELD_OUT, make_corpus
-from bench.mini.world import BuildConfig, ensure_world, find_world, world_dir
+from bench.mini.world import TINY, ensure_world, find_world, world_dir
 
-TINY = BuildConfig(corpus_size=64, steps=2, batch_size=16, n_train=3, n_val=2, n_test=2,
-                   datasets=("mini_textures", "mini_digits"))
 REPO = Path(__file__).resolve().parent.parent
+
+
+BUILD_MESSAGES: list[str] = []
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory) -> Path:
+    """A cache holding the tiny world, built once per module (its messages in BUILD_MESSAGES); tests that change
+    it copy it first."""
+    cache = tmp_path_factory.mktemp("tiny-cache")
+    BUILD_MESSAGES.clear()
+    ensure_world(cache, seed=0, config=TINY, progress=BUILD_MESSAGES.append)
+    return cache
+
+
+def _copy_cache(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
 
 
 def _tree_hashes(root: Path) -> dict[str, str]:
@@ -52,6 +71,30 @@ def test_corpus_never_shows_held_out_pairs_or_left_right():
     for color, shape in HELD_OUT:
         assert not re.search(rf"\b{color} {shape}", text), (color, shape)    # word boundary: "checkered square"
     assert " left" not in text and " right" not in text
+
+
+def test_render_primitives_are_exact():
+    """bench's own drawing code: sine to 1e-15, exact polygon areas, identity resize, PNGs any reader decodes."""
+    import io
+
+    from PIL import Image
+
+    from bench.mini import render as R
+
+    x = np.linspace(-20, 20, 4001)
+    assert np.max(np.abs(R.sin(x) - np.sin(x))) < 1e-14 and np.max(np.abs(R.cos(x) - np.cos(x))) < 1e-14
+    square = R.fill_polygon([(-0.5, -0.5), (0.5, -0.5), (0.5, 0.5), (-0.5, 0.5)])      # pixels 16..47
+    assert square.sum() == 32 * 32 and square[16:48, 16:48].all()
+    assert R.fill_polygon([(-0.5, -0.5), (-0.5, 0.5), (0.5, 0.5), (0.5, -0.5)]).sum() == 1024   # either winding
+    tri = R.fill_polygon([(-1, -1), (1, -1), (-1, 1)])          # x + y < 64, centres on the diagonal included
+    assert tri.sum() == 64 * 65 / 2 and tri[0].all() and tri[63, 0] == 1 and tri[63, 1] == 0
+    img = np.random.default_rng(0).uniform(0, 255, (20, 20, 3))
+    assert np.array_equal(R.resize(img, 20, "bilinear"), img) and np.array_equal(R.resize(img, 20, "bicubic"), img)
+    assert np.allclose(R.resize(np.full((50, 50), 7.0), 64), 7.0)
+    u8 = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    with Image.open(io.BytesIO(R.png_bytes(u8))) as im:
+        assert im.mode == "RGB" and np.array_equal(np.asarray(im), u8)
+    assert R.png_bytes(u8) == R.png_bytes(u8.copy()) and R.finish(R.solid((1.4, 2.5, 3.6))).tolist()[0][0] == [1, 2, 4]
 
 
 def test_suite_files_are_byte_identical_for_a_seed(tmp_path):
@@ -114,66 +157,149 @@ def test_bench_reader_sees_the_suite(tmp_path):
     assert math.ceil(len(splits.classnames) / 2) == 6
 
 
-def test_tiny_world_build_reuse_and_rebuild(tmp_path):
+def test_tiny_world_build_reuse_and_rebuild(tmp_path, tiny_cache):
+    assert any("pretraining step" in m for m in BUILD_MESSAGES) and any("wrote mini_digits" in m for m in BUILD_MESSAGES)
+    assert not list(tiny_cache.glob(".*tmp*"))                       # nothing half-built left behind
+    cache = _copy_cache(tiny_cache, tmp_path / "cache")
     msgs: list[str] = []
-    w = ensure_world(tmp_path, seed=0, progress=msgs.append, config=TINY)
-    assert w.root == world_dir(tmp_path, 0, TINY) and w.backbone == "bench-mini" and w.seed == 0
+    w = ensure_world(cache, seed=0, progress=msgs.append, config=TINY)
+    assert w.root == world_dir(cache, 0, TINY) and w.backbone == "bench-mini" and w.seed == 0 and msgs == []
     assert w.datasets == TINY.datasets and w.checkpoint.is_file() and (w.root / "world.json").is_file()
-    assert any("pretraining step" in m for m in msgs) and any("wrote mini_digits" in m for m in msgs)
-    assert not list(tmp_path.glob(".*tmp*"))                       # nothing half-built left behind
     manifest = json.loads((w.root / "world.json").read_text())
     assert manifest["seed"] == 0 and "mini-clip.pt" in manifest["files"] and manifest["images_sha256"]
+    assert set(manifest["content"]) == {"inputs/digits", "inputs/photos", "corpus", "weights",
+                                        "data/mini_textures", "data/mini_digits"}
+    assert manifest["numerics"]["threads"] == 2 and manifest["numerics"]["mkldnn"] is False
 
-    msgs.clear()
     stamp = w.checkpoint.stat().st_mtime_ns
-    assert ensure_world(tmp_path, seed=0, progress=msgs.append, config=TINY) == w and msgs == []
-    assert w.checkpoint.stat().st_mtime_ns == stamp and find_world(tmp_path, 0, TINY) == w
+    assert ensure_world(cache, seed=0, progress=msgs.append, config=TINY) == w and msgs == []
+    assert w.checkpoint.stat().st_mtime_ns == stamp and find_world(cache, 0, TINY) == w
 
     split = w.data_root / "mini_digits" / "split_zhou_MiniDigits.json"
     split.write_text(split.read_text().replace('"train"', '"trian"'))     # corrupt the cache
-    assert find_world(tmp_path, 0, TINY) is None
-    w2 = ensure_world(tmp_path, seed=0, progress=msgs.append, config=TINY)
+    assert find_world(cache, 0, TINY) is None
+    w2 = ensure_world(cache, seed=0, progress=msgs.append, config=TINY)
     assert any("corrupt" in m for m in msgs) and json.loads(split.read_text())["train"]
     assert w2 == w
 
     (w.root / "world.json").unlink()                                      # a partial build
     msgs.clear()
-    ensure_world(tmp_path, seed=0, progress=msgs.append, config=TINY)
+    ensure_world(cache, seed=0, progress=msgs.append, config=TINY)
     assert any("partial" in m for m in msgs)
 
 
-def test_tiny_world_is_deterministic_and_loads_through_open_clip(tmp_path):
+def test_tiny_world_is_bit_identical_and_the_reference(tmp_path, tiny_cache, monkeypatch):
+    """A second build under a hostile environment (1 thread, AVX-512 kernels, MKL's default branch) is the same
+    world, file for file, and both equal the reference hashes that ship with bench (bench/mini/reference.json)."""
+    import torch
+
+    from bench.mini.reference import check
+
+    for var, value in {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "avx512",
+                       "MKL_CBWR": "AUTO", "MKL_DYNAMIC": "TRUE"}.items():
+        monkeypatch.setenv(var, value)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        b = ensure_world(tmp_path / "b", seed=0, config=TINY)
+    finally:
+        torch.set_num_threads(threads)
+    a = find_world(tiny_cache, 0, TINY)
+    assert a is not None
+    assert _tree_hashes(a.root) == _tree_hashes(b.root)
+    c = check(a.root, 0, TINY)
+    assert c.ok, c.rows
+    assert [k for k, _, _ in c.rows][:4] == ["inputs/digits", "inputs/photos", "corpus", "weights"]
+
+
+def test_tiny_world_loads_through_open_clip(tiny_cache):
     import open_clip
     import torch
 
-    from bench.mini.pretrain import register
+    from bench.mini.pretrain import register, weights_sha256
 
-    a = ensure_world(tmp_path / "a", seed=0, config=TINY)
-    b = ensure_world(tmp_path / "b", seed=0, config=TINY)
-    assert _tree_hashes(a.data_root) == _tree_hashes(b.data_root)
-    assert (a.root / "world.json").read_bytes() == (b.root / "world.json").read_bytes()
-    sa, sb = torch.load(a.checkpoint), torch.load(b.checkpoint)
-    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    a = find_world(tiny_cache, 0, TINY)
     register()
     model, _, preprocess = open_clip.create_model_and_transforms("bench-mini", pretrained=str(a.checkpoint))
+    manifest = json.loads((a.root / "world.json").read_text())
+    assert weights_sha256(model) == manifest["content"]["weights"]
     tok = open_clip.get_tokenizer("bench-mini")
     assert tok(["a photo of a circle."]).shape == (1, 24)
     with torch.no_grad():
         assert model.encode_image(torch.zeros(1, 3, 32, 32)).shape == (1, 64)
 
 
+def test_world_check_cli_match_and_mismatch(tmp_path, tiny_cache, monkeypatch, capsys):
+    from bench.cli import main
+    from bench.mini import reference
+
+    monkeypatch.setenv("BENCH_CACHE", str(_copy_cache(tiny_cache, tmp_path / "cache")))
+    assert main(["world", "--check", "--tiny"]) == 0
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if ln.startswith("  ")]
+    assert len(lines) == 6 and all(ln.endswith("  match") for ln in lines), out
+    assert "the world is the reference one" in out
+
+    refs = json.loads(json.dumps(reference.load_reference()))
+    name = world_dir(None, 0, TINY).name
+    refs[name]["content"]["weights"] = "0" * 64
+    monkeypatch.setattr(reference, "load_reference", lambda path=None: refs)
+    assert main(["world", "--check", "--tiny"]) == 1
+    out = capsys.readouterr().out
+    weights = next(ln for ln in out.splitlines() if ln.strip().startswith("weights"))
+    assert "DIFFERS (reference 0000000000000000)" in weights
+    assert sum("DIFFERS" in ln for ln in out.splitlines()) == 1 and "1 of 6 components differ" in out
+
+    refs.pop(name)
+    assert main(["world", "--check", "--tiny"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: bench has no reference hashes for") and len(err.strip().splitlines()) == 1
+
+
+HOSTILE_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "avx512", "MKL_CBWR": "AUTO",
+               "MKL_DYNAMIC": "TRUE"}
+
+
+@pytest.fixture(scope="module")
+def full_cache(tmp_path_factory) -> Path:
+    """The real world (about 3 minutes), built from a parent process with other thread/ISA settings."""
+    cache = tmp_path_factory.mktemp("full-cache")
+    saved = {k: os.environ.get(k) for k in HOSTILE_ENV}
+    os.environ.update(HOSTILE_ENV)
+    try:
+        ensure_world(cache, seed=0)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return cache
+
+
 @pytest.mark.slow
-def test_full_world_targets(tmp_path):
-    """The real build (about 3 minutes) meets the issue's targets: zero-shot between 2x chance and 90% on every
-    dataset, and 16-shot ClipFit beats zero-shot on base classes by >= 5 points (suite mean over seeds 1, 2)."""
+def test_full_world_is_the_reference(full_cache, capsys, monkeypatch):
+    """Acceptance: the full world is bit-identical to the reference hashes the README states."""
+    from bench.cli import main
+
+    monkeypatch.setenv("BENCH_CACHE", str(full_cache))
+    assert main(["world", "--check"]) == 0, capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert sum(ln.endswith("  match") for ln in out.splitlines()) == 4 + len(S.NAMES)
+
+
+@pytest.mark.slow
+def test_full_world_targets(tmp_path, full_cache):
+    """The real build meets the issue's targets: zero-shot between 2x chance and 90% on every dataset, and 16-shot
+    ClipFit beats zero-shot on base classes by >= 5 points (suite mean over seeds 1, 2)."""
     from bench.collect import load_results
     from bench.mini.probe import zero_shot_table
 
-    world = ensure_world(tmp_path / "cache", seed=0)
+    world = ensure_world(full_cache, seed=0)
     for name, (acc, chance) in zero_shot_table(world).items():
         assert 2 * chance <= acc <= 90, (name, acc, chance)
     results = tmp_path / "results"
-    env = {**os.environ, "BENCH_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "BENCH_CACHE": str(full_cache), "HF_HUB_OFFLINE": "1"}
     subprocess.run([sys.executable, "-m", "bench", "run", "--protocol", "base2new", "--methods", "zeroshot,clipfit",
                     "--seeds", "1,2", "--results", str(results), "--no-leaderboard"], env=env, check=True,
                    capture_output=True)
