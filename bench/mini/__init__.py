@@ -6,6 +6,7 @@ Usage:
     >>> world.checkpoint, world.data_root, world.datasets
 
 Modules: render (drawing primitives), corpus (pretraining data), pretrain (the `bench-mini` CLIP), suite (the
-downstream datasets), world (build/cache/verify), probe (zero-shot and quick fine-tuning checks).
+downstream datasets), world (build/cache/verify), reference (the reference hashes, `bench world --check`), probe
+(zero-shot and quick fine-tuning checks).
 Importing this package imports neither torch nor open_clip.
 """
