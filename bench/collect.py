@@ -99,7 +99,7 @@ def load_results(root: Path | str, strict: bool = False) -> Results:
         except ValueError as err:
             _skip(malformed, f"{path}: {err}", strict)
             continue
-        key = tuple(doc["config"][k] for k in KEY)
+        key = tuple(_labelled(doc["config"])[k] for k in KEY)
         old = cells.get(key)
         if old is not None:
             keep, drop = (doc, old) if _newer(doc, old) else (old, doc)
@@ -187,7 +187,7 @@ def _rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
         "method_title": cfg.get("method_title") or cfg["method"], "dataset": cfg["dataset"],
         "dataset_title": cfg.get("dataset_title") or cfg["dataset"], "suite": cfg.get("suite"),
         "protocol": cfg["protocol"], "shots": int(cfg["shots"]), "seed": int(cfg["seed"]),
-        "backbone": cfg["backbone"], "pretrained": cfg["pretrained"],
+        **_labelled(cfg),
         "trainable_params": cost.get("trainable_params"), "total_params": cost.get("total_params"),
         "train_s": cost.get("train_s"), "eval_s": cost.get("eval_s"), "images_per_s": cost.get("images_per_s"),
         "peak_mem_mb": cost.get("peak_mem_mb"), "device": cost.get("device"), "git_sha": env.get("git_sha"),
@@ -198,6 +198,14 @@ def _rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return [{**base, "eval": name, "eval_title": eval_title(name), "acc": float(m["acc"]),
              "macro_f1": m.get("macro_f1", math.nan), "n": m.get("n")}
             for name, m in doc["metrics"].items()]
+
+
+def _labelled(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A cell's (backbone, pretrained) as tables show them: short labels, the activation in the backbone name."""
+    from bench.backbone_spec import display_backbone, weights_label
+
+    return {**cfg, "backbone": display_backbone(cfg["backbone"], cfg.get("activation")),
+            "pretrained": weights_label(cfg["pretrained"])}
 
 
 def eval_title(name: str) -> str:
@@ -225,7 +233,7 @@ def _read_sweeps(sweeps: Path, malformed: list[str], strict: bool) -> pd.DataFra
                 doc = json.load(fh)
             listed = doc["cells"]
             for cell in listed:
-                cells.setdefault(cell["cell_id"], {k: cell[k] for k in EXPECTED_COLUMNS})
+                cells.setdefault(cell["cell_id"], {k: _labelled(cell)[k] for k in EXPECTED_COLUMNS})
         except (OSError, ValueError, KeyError, TypeError) as err:
             reason = f"missing key {err}" if isinstance(err, KeyError) else str(err)
             _skip(malformed, f"{entry.path}: {reason}", strict)

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import cards
-from bench.config import as_dict, resolve
+from bench.backbone_spec import resolve_backbone
+from bench.config import as_dict, eval_settings, resolve
 from bench.data.fewshot import manifest, manifest_sha256, sample_fewshot
 from bench.data.splits import read_splits
 from bench.errors import BenchError
@@ -43,6 +44,7 @@ class Grid:
     data_root: str = "data"
     suite: str | None = None
     sets: dict[str, Any] = field(default_factory=dict)
+    activation: str | None = None      # quick_gelu | gelu | None (decided from the weights, see backbone_spec)
     source: str | None = None          # xd/dg: the training dataset (default imagenet)
     targets: list[str] | None = None   # xd/dg: evaluated datasets (default: the other datasets / the variants)
 
@@ -101,6 +103,7 @@ def expand(grid: Grid, with_data: bool = True) -> list[dict]:
     """All cells of the grid; `with_data` reads split files to fold the few-shot manifest into the cell id."""
     _check(grid)
     suite = cards.suite(grid.suite) if grid.suite else {}
+    backbone = resolve_backbone(grid.backbone, grid.pretrained, grid.activation).cell_config()
     cells = []
     for method in grid.methods:
         mcard = cards.method_card(method)
@@ -113,8 +116,8 @@ def expand(grid: Grid, with_data: bool = True) -> list[dict]:
                     params, train = resolve(method, dataset, grid.protocol, k, suite, grid.sets)
                     config = {
                         "method": method, "method_title": mcard.title, "method_version": mcard.version,
-                        "params": params, "train": as_dict(train) if mcard.trains else {},
-                        "backbone": grid.backbone, "pretrained": grid.pretrained,
+                        "params": params, "train": as_dict(train) if mcard.trains else eval_settings(train),
+                        **backbone,
                         "dataset": dataset, "dataset_title": dcard.title, "dataset_version": dcard.version,
                         "suite": grid.suite, "protocol": grid.protocol, "shots": k, "seed": seed,
                         "targets": targets,

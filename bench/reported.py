@@ -113,12 +113,20 @@ def _parse_entry(entry: dict[str, Any], top: dict[str, Any], where: str, source:
     if shots is None:
         raise BenchError(f"{where}: 'shots' is missing (set it on the entry or at the top of the file)")
     return Reported(
-        protocol=str(top["protocol"]), backbone=str(top["backbone"]), pretrained=str(top["pretrained"]),
+        protocol=str(top["protocol"]), backbone=_backbone(top), pretrained=str(top["pretrained"]),
         method=str(entry["method"]), title=str(entry.get("title") or entry["method"]),
         dataset=str(entry["dataset"]), shots=int(shots),
         metrics={str(k): (None if v is None else float(v)) for k, v in metrics.items()},
         verified=bool(entry["verified"]), mark=str(entry["mark"]), provenance=str(entry["provenance"]),
         note=str(entry.get("note") or ""), average_over=tuple(top.get("average_over") or ()), source=source)
+
+
+def _backbone(top: dict[str, Any]) -> str:
+    """The backbone as reproduced rows label it (with -quickgelu for weights trained with QuickGELU)."""
+    from bench.backbone_spec import display_backbone, tag_quick_gelu
+
+    backbone, pretrained = str(top["backbone"]), str(top["pretrained"])
+    return display_backbone(backbone, "quick_gelu" if tag_quick_gelu(backbone, pretrained) else "gelu")
 
 
 def match(entries: Iterable[Reported], *, protocol: str, backbone: str, pretrained: str, dataset: str,

@@ -37,7 +37,14 @@ def plan_cell(method: str, dataset: str, protocol: str = "fewshot", shots: int =
     """One entry of a sweep's "cells" list."""
     return {"cell_id": cell_id(method, dataset, protocol, shots, seed, backbone, pretrained), "method": method,
             "dataset": dataset, "protocol": protocol, "shots": shots, "seed": seed, "backbone": backbone,
-            "pretrained": pretrained}
+            "pretrained": pretrained, "activation": natural_activation(backbone, pretrained)}
+
+
+def natural_activation(backbone: str, pretrained: str) -> str:
+    """What bench plans for these weights (OpenAI's: QuickGELU)."""
+    from bench.backbone_spec import tag_quick_gelu
+
+    return "quick_gelu" if tag_quick_gelu(backbone, pretrained) else "gelu"
 
 
 def write_result(root: Path, method: str, dataset: str, *, protocol: str = "fewshot", shots: int = 16,
@@ -62,7 +69,8 @@ def write_result(root: Path, method: str, dataset: str, *, protocol: str = "fews
         "schema_version": 1, "cell_id": cid, "status": status,
         "config": {"method": method, "method_title": METHOD_TITLES.get(method, method), "method_version": 1,
                    "params": {}, "train": {"optimizer": "sgd", "lr": 0.002, "epochs": 10, "batch_size": 32},
-                   "backbone": backbone, "pretrained": pretrained, "dataset": dataset,
+                   "backbone": backbone, "pretrained": pretrained,
+                   "activation": extra.pop("activation", natural_activation(backbone, pretrained)), "dataset": dataset,
                    "dataset_title": DATASET_TITLES.get(dataset, dataset), "dataset_version": 1, "suite": "coop11",
                    "protocol": protocol, "shots": shots, "seed": seed, "targets": extra.pop("targets", [])},
         "data": {"manifest_sha256": "0" * 64, "n_train": 16 * 10, "n_val": 40, "n_classes": 10,

@@ -35,8 +35,12 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--protocol", choices=PROTOCOLS, help="fewshot | base2new | xd | dg (default: fewshot)")
     g.add_argument("--source", help="xd/dg: training dataset (default: imagenet)")
     g.add_argument("--targets", type=name_list, help="xd/dg: evaluated datasets")
-    g.add_argument("--backbone", help="open_clip architecture, e.g. ViT-B-16 (default: the suite's)")
-    g.add_argument("--pretrained", help="open_clip tag (openai) or a local .pt/.bin/.safetensors file")
+    g.add_argument("--backbone", help="open_clip architecture (ViT-B-16), a JSON architecture file, local-dir:DIR or "
+                                      "hf-hub:org/repo (default: the suite's)")
+    g.add_argument("--pretrained", help="open_clip tag (openai) or a local .pt/.pth/.bin/.safetensors file "
+                                        "(OpenAI's TorchScript releases too)")
+    g.add_argument("--activation", choices=["auto", "quick_gelu", "gelu"],
+                   help="MLP activation; auto (default) follows the weights: QuickGELU for OpenAI's")
     g.add_argument("--data-root", help="folder holding the CoOp-layout dataset folders ($DATA)")
     g.add_argument("--set", dest="sets", action="append", metavar="KEY=VALUE",
                    help="override a hyperparameter for every cell, e.g. --set epochs=5 --set lam=4")
@@ -50,7 +54,7 @@ def build_grid(args: argparse.Namespace, prepare_world: bool) -> Grid:
     if args.config:
         conf = cards.load_yaml(args.config) or {}
         valid = {"methods", "datasets", "suite", "shots", "seeds", "protocol", "source", "targets", "backbone",
-                 "pretrained", "data_root", "set"}
+                 "pretrained", "activation", "data_root", "set"}
         unknown = sorted(set(conf) - valid)
         if unknown:
             raise BenchError(f"grid file {args.config}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
@@ -69,6 +73,11 @@ def build_grid(args: argparse.Namespace, prepare_world: bool) -> Grid:
         data_root = str(mini_data_root(build=prepare_world))
     if data_root is None:
         raise BenchError("--data-root is required with --backbone/--datasets (or use --suite mini)")
+    backbone = pick("backbone") or suite.get("backbone") or "ViT-B-16"
+    pretrained = pick("pretrained") or suite.get("pretrained")
+    if pretrained is None and not backbone.startswith(("local-dir:", "hf-hub:")) and not backbone.endswith(".json"):
+        pretrained = "openai"
+    activation = pick("activation")
     sets = parse_sets(args.sets)
     sets = {**parse_sets([f"{k}={v}" for k, v in (conf.get("set") or {}).items()]), **sets}
     return Grid(
@@ -78,8 +87,7 @@ def build_grid(args: argparse.Namespace, prepare_world: bool) -> Grid:
                       or DEFAULT_SHOTS[protocol]),
         seeds=as_list(pick("seeds") or suite.get("seeds") or [1, 2, 3]),
         protocol=protocol,
-        backbone=pick("backbone") or suite.get("backbone") or "ViT-B-16",
-        pretrained=pick("pretrained") or suite.get("pretrained") or "openai",
+        backbone=backbone, pretrained=pretrained, activation=None if activation == "auto" else activation,
         data_root=data_root, suite=suite_name, sets=sets,
         source=pick("source") or suite.get("source"), targets=as_list(pick("targets") or suite.get("targets")),
     )

@@ -45,12 +45,14 @@ def _slurm_options(args):
 def execute(args) -> int:
     import hashlib
 
+    from bench.backbone_spec import resolve_backbone
     from bench.cli._grid_args import build_grid
     from bench.grid import expand
     from bench.results import ResultStore, utcnow
 
     grid = build_grid(args, prepare_world=True)
     cells = expand(grid)
+    spec = resolve_backbone(grid.backbone, grid.pretrained, grid.activation)   # the notice, if any: _check_backbone
     store = ResultStore(args.results)
     status = {c["cell_id"]: store.status(c) for c in cells}
     if args.retry_failed:
@@ -59,11 +61,11 @@ def execute(args) -> int:
         todo = [c for c in cells if args.force or status[c["cell_id"]] != "completed"]
     sweep_id = utcnow().replace(":", "").replace("-", "") + "-" + hashlib.sha256(
         "".join(c["cell_id"] for c in cells).encode()).hexdigest()[:8]
-    keys = ("method", "dataset", "protocol", "shots", "seed", "backbone", "pretrained")
+    keys = ("method", "dataset", "protocol", "shots", "seed", "backbone", "pretrained", "activation")
     sweep = {"sweep_id": sweep_id, "created_at": utcnow(), "executor": args.executor,
              "cells": [{"cell_id": c["cell_id"], **{k: c["config"][k] for k in keys}} for c in cells], "jobs": {}}
     print(f"{len(cells)} cells, {len(cells) - len(todo)} already complete, {len(todo)} to run "
-          f"({grid.backbone}/{grid.pretrained}, results in {args.results})", flush=True)
+          f"({spec.label}/{spec.weights_label}, {spec.activation}; results in {args.results})", flush=True)
     store.write_sweep(sweep)
     if todo:
         _check_backbone(grid, load=args.executor == "local" and not args.gpus)
@@ -103,9 +105,9 @@ def _check_backbone(grid, load: bool) -> None:
     from bench import backbone
 
     if load:
-        backbone.load_backbone(grid.backbone, grid.pretrained)
+        backbone.load_backbone(grid.backbone, grid.pretrained, grid.activation)
     else:
-        backbone.check_backbone(grid.backbone, grid.pretrained)
+        backbone.check_backbone(grid.backbone, grid.pretrained, grid.activation)
 
 
 def _leaderboard(root) -> None:
