@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 
 from bench import cards
-from bench.config import TrainConfig
+from bench.config import train_config
 from bench.errors import BenchError
 from bench.results import ResultStore, environment, utcnow
 
@@ -70,37 +70,38 @@ def _evaluations(cell, card, splits, train, val, base_new_split):
         labels_from = train or splits.train
         base = base_new_split(labels_from, val, splits.test, "base")
         new = base_new_split(labels_from, [], splits.test, "new")
-        return (base.train, base.classnames), [("base", base.classnames, base.test, card.name, card.template),
-                                               ("new", new.classnames, new.test, card.name, card.template)]
+        return (base.train, base.val, base.classnames), [("base", base.classnames, base.test, card.name, card.template),
+                                                         ("new", new.classnames, new.test, card.name, card.template)]
     evals = [("all" if cfg["protocol"] == "fewshot" else "source", splits.classnames, splits.test, card.name,
               card.template)]
     for target in cfg.get("targets") or []:
         tcard = cards.dataset_card(target)
         tsplits = dataset_splits(target, cell["data_root"])
         evals.append((target, tsplits.classnames, tsplits.test, target, tcard.template))
-    return (train, splits.classnames), evals
+    return (train, val, splits.classnames), evals
 
 
 def _execute(cell: dict, run_dir: Path, result: dict) -> None:
     import torch
 
-    from bench.backbone import load_backbone
+    from bench.backbone import load_cell_backbone
     from bench.checkpoint import save_tensors
     from bench.evaluator import FeatureCache, evaluate
     from bench.methods import build_method
+    from bench.trainer import autocast_dtype
     from bench.trainer import train as train_method
 
     cfg = cell["config"]
     card, splits, train, val, sha, base_new_split = _prepare_data(cell)
-    (train_items, train_names), evals = _evaluations(cell, card, splits, train, val, base_new_split)
+    (train_items, val_items, train_names), evals = _evaluations(cell, card, splits, train, val, base_new_split)
     device = _device()
-    bb = load_backbone(cfg["backbone"], cfg["pretrained"])     # cached per process: may or may not draw RNG
+    bb = load_cell_backbone(cfg)                                # cached per process: may or may not draw RNG
     torch.manual_seed(cfg["seed"])                              # so seed after it: same init in any process
     method = build_method(cfg["method"], bb, train_names, card.template, cfg["params"], dataset=card.name)
-    result["data"] = {"manifest_sha256": sha, "n_train": len(train_items), "n_val": len(val),
+    result["data"] = {"manifest_sha256": sha, "n_train": len(train_items), "n_val": len(val_items),
                       "n_classes": len(splits.classnames), "classes": {e[0]: len(e[1]) for e in evals}}
-    tcfg = TrainConfig(**{**cfg["train"], "betas": tuple(cfg["train"]["betas"]),
-                          "rrc_scale": tuple(cfg["train"]["rrc_scale"])}) if method.trains else TrainConfig()
+    tcfg = train_config(cfg["train"])
+    amp = autocast_dtype(tcfg, device)
     stats = None
     if method.trains:
         stats = train_method(method, train_items, tcfg, cfg["shots"], cfg["seed"], device, run_dir / "ckpt")
@@ -109,11 +110,12 @@ def _execute(cell: dict, run_dir: Path, result: dict) -> None:
     t0 = time.perf_counter()
     metrics = {}
     for name, classnames, items, dataset, template in evals:
-        if name == "new" and not method.supports_new_classes:
+        if not method.can_classify(classnames):       # a linear head cannot name new classes: reported as —
+            result["skipped"][name] = f"{cfg['method']} cannot classify classes it was not trained on"
             continue
         if name != evals[0][0]:
             method.retarget(classnames, dataset, template)
-        metrics[name] = evaluate(method, items, device, tcfg.test_batch_size, tcfg.num_workers, cache, bb.id)
+        metrics[name] = evaluate(method, items, device, tcfg.test_batch_size, tcfg.num_workers, cache, bb.id, amp)
         logger.info("%s %s: acc %.2f macro-F1 %.2f (n=%d)", cfg["method"], name, metrics[name]["acc"],
                     metrics[name]["macro_f1"], metrics[name]["n"])
     result["metrics"] = metrics
@@ -149,7 +151,7 @@ def run_cell(cell: dict, root: Path, force: bool = False) -> dict:
         if logging.getLogger().level > logging.INFO or logging.getLogger().level == logging.NOTSET:
             logging.getLogger().setLevel(logging.INFO)
         result = {"schema_version": 1, "cell_id": cell["cell_id"], "status": "running", "config": cell["config"],
-                  "data": {}, "metrics": {}, "cost": {}, "env": {}, "started_at": utcnow(), "finished_at": None,
+                  "data": {}, "metrics": {}, "skipped": {}, "cost": {}, "env": {}, "started_at": utcnow(), "finished_at": None,
                   "resumed": False, "error": None, "artifacts": {}, "_root": str(root)}
         try:
             result["env"] = environment()

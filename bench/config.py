@@ -34,6 +34,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     betas: tuple[float, float] = (0.9, 0.999)
     batch_size: int = 32
+    drop_last: str | bool = "auto"         # auto (Dassl: drop the last partial batch only when the set holds a full one) | true | false
     epochs: int | None = 100               # epoch budget (Dassl methods)
     iters_per_shot: int | None = None      # iteration budget = iters_per_shot × K (CLIP-LoRA: 500); wins over epochs
     schedule: str = "dassl_cosine"         # dassl_cosine (per epoch, epoch 0 constant warmup_lr) | cosine_iter | constant
@@ -117,6 +118,20 @@ def resolve(method: str, dataset: str, protocol: str, shots: int, suite: dict[st
         return params, TrainConfig(**train)
     except TypeError as err:
         raise BenchError(f"invalid training settings for {method}: {err}") from None
+
+
+def eval_settings(train: TrainConfig) -> dict[str, Any]:
+    """What identifies an evaluation-only cell (zero-shot): the autocast precision it evaluates under."""
+    return {"precision": train.precision}
+
+
+def train_config(raw: dict[str, Any]) -> TrainConfig:
+    """A cell config's `train` mapping back into a TrainConfig (JSON turned tuples into lists)."""
+    out = dict(raw)
+    for key in ("betas", "rrc_scale"):
+        if key in out:
+            out[key] = tuple(out[key])
+    return TrainConfig(**out)
 
 
 def as_dict(train: TrainConfig) -> dict[str, Any]:

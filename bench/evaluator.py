@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from sklearn.metrics import f1_score
 from bench.checkpoint import save_tensors
 from bench.data.images import ImageSet, test_transform
 from bench.data.splits import Item
+from bench.trainer import autocast
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +51,16 @@ class FeatureCache:
         self.max_items = max_items
 
     @staticmethod
-    def key(backbone_id: str, items: list[Item], image_size: int) -> str:
-        h = hashlib.sha256(f"{backbone_id}|{image_size}".encode())
+    def key(backbone_id: str, items: list[Item], image_size: int, precision: str = "fp32") -> str:
+        """Backbone (weights and activation), input size, autocast precision, and every image's path, size and
+        mtime: features of images whose bytes changed are never served."""
+        h = hashlib.sha256(f"{backbone_id}|{image_size}|{precision}".encode())
         for it in items:
-            h.update(f"{it.path}\0".encode())
+            try:
+                st = os.stat(it.path)
+                h.update(f"{it.path}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+            except OSError:
+                h.update(f"{it.path}\0missing\0".encode())
         return h.hexdigest()[:24]
 
     def get(self, key: str) -> torch.Tensor | None:
@@ -76,13 +84,17 @@ class FeatureCache:
 
 @torch.no_grad()
 def image_features(method, items: list[Item], device: torch.device, batch_size: int, num_workers: int = 0,
-                   cache: FeatureCache | None = None, backbone_id: str = "") -> torch.Tensor:
-    """(N, D) `clip.encode_image` features of the pristine (frozen) image tower, cached when possible."""
+                   cache: FeatureCache | None = None, backbone_id: str = "", amp: torch.dtype | None = None
+                   ) -> torch.Tensor:
+    """(N, D) fp32 `clip.encode_image` features of the pristine (frozen) image tower, cached when possible."""
     bb = method.backbone
-    key = FeatureCache.key(backbone_id or bb.name, items, bb.image_size) if cache is not None else None
+    precision = str(amp).replace("torch.", "") if amp else "fp32"
+    key = FeatureCache.key(backbone_id or bb.id, items, bb.image_size, precision) if cache is not None else None
     if key is not None and (hit := cache.get(key)) is not None:
         return hit
-    feats = [method.clip.encode_image(x.to(device)).float().cpu() for x, _ in _loader(items, bb, batch_size, num_workers)]
+    with autocast(device, amp):
+        feats = [method.clip.encode_image(x.to(device)).float().cpu()
+                 for x, _ in _loader(items, bb, batch_size, num_workers)]
     out = torch.cat(feats) if feats else torch.zeros(0)
     if key is not None:
         cache.put(key, out)
@@ -91,15 +103,20 @@ def image_features(method, items: list[Item], device: torch.device, batch_size: 
 
 @torch.no_grad()
 def evaluate(method, items: list[Item], device: torch.device, batch_size: int = 100, num_workers: int = 0,
-             cache: FeatureCache | None = None, backbone_id: str = "") -> dict[str, float]:
+             cache: FeatureCache | None = None, backbone_id: str = "", amp: torch.dtype | None = None
+             ) -> dict[str, float]:
+    """Under the run's autocast (`amp`, as training; the official code evaluates in fp16), with fp32 logits."""
     method.eval()
     method.to(device)
     labels = np.array([it.label for it in items])
     if method.frozen_image_tower:
-        feats = image_features(method, items, device, batch_size, num_workers, cache, backbone_id)
-        preds = [method.logits_from_features(feats[i:i + batch_size].to(device)).argmax(-1).cpu()
-                 for i in range(0, len(feats), batch_size)]
+        feats = image_features(method, items, device, batch_size, num_workers, cache, backbone_id, amp)
+        with autocast(device, amp):
+            preds = [method.logits_from_features(feats[i:i + batch_size].to(device)).float().argmax(-1).cpu()
+                     for i in range(0, len(feats), batch_size)]
     else:
-        preds = [method(x.to(device)).argmax(-1).cpu() for x, _ in _loader(items, method.backbone, batch_size, num_workers)]
+        with autocast(device, amp):
+            preds = [method(x.to(device)).float().argmax(-1).cpu()
+                     for x, _ in _loader(items, method.backbone, batch_size, num_workers)]
     pred = torch.cat(preds).numpy() if preds else np.zeros(0, dtype=int)
     return metrics_from_predictions(labels, pred)

@@ -62,10 +62,18 @@ def lr_at(cfg: TrainConfig, epoch: int, it: int, total_epochs: int, total_iters:
     raise ValueError(f"unknown schedule {cfg.schedule!r}")
 
 
+def drops_last(cfg: TrainConfig, n_items: int) -> bool:
+    """Dassl ("auto") drops the last partial batch only when the set holds at least one full batch, so a tiny set
+    still gives one (short) batch per epoch; CLIP-LoRA's loader keeps it (false)."""
+    if cfg.drop_last == "auto":
+        return n_items >= cfg.batch_size
+    return bool(cfg.drop_last)
+
+
 def budget(cfg: TrainConfig, shots: int, n_items: int) -> tuple[int, int, int]:
-    """(iterations per epoch, total iterations, total epochs). Dassl drops the last partial batch only when the
-    set holds at least one full batch, so a tiny set still gives one (short) batch per epoch."""
-    per_epoch = n_items // cfg.batch_size if n_items >= cfg.batch_size else 1
+    """(iterations per epoch, total iterations, total epochs)."""
+    per_epoch = n_items // cfg.batch_size if drops_last(cfg, n_items) else math.ceil(n_items / cfg.batch_size)
+    per_epoch = max(per_epoch, 1)
     total_iters = cfg.total_iters(shots, per_epoch)
     return per_epoch, total_iters, math.ceil(total_iters / per_epoch)
 
@@ -85,6 +93,20 @@ def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None
     return {"auto": torch.bfloat16, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
 
 
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """The run's autocast context (training and evaluation alike); a no-op for fp32."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+class DivergedError(RuntimeError):
+    """A non-finite loss or trainable tensor: the cell fails instead of reporting chance accuracy."""
+
+
+def _diverged(what: str, epoch: int, it: int, cfg: TrainConfig, last: float) -> str:
+    return (f"training diverged: {what} at epoch {epoch + 1}, iteration {it + 1} (precision {cfg.precision}, "
+            f"lr {cfg.lr:g}; last finite loss {last:.4g})")
+
+
 def _seed_epoch(seed: int, epoch: int) -> torch.Generator:
     torch.manual_seed(seed * 1_000_003 + epoch)
     return torch.Generator().manual_seed(seed * 7_919 + epoch)
@@ -96,7 +118,7 @@ def train(method, items: list[Item], cfg: TrainConfig, shots: int, seed: int, de
     """Train `method` in place on `items`; checkpoint after epochs; resume from `ckpt_dir` when it holds state."""
     bb = method.backbone
     data = ImageSet(items, train_transform(bb.image_size, bb.mean, bb.std, cfg.rrc_scale), preload=True)
-    drop_last = len(data) >= cfg.batch_size
+    drop_last = drops_last(cfg, len(data))
     per_epoch, total_iters, total_epochs = budget(cfg, shots, len(data))
     method.to(device)
     params = list(method.trainable_parameters().values())
@@ -124,7 +146,7 @@ def train(method, items: list[Item], cfg: TrainConfig, shots: int, seed: int, de
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(cfg, epoch, it, total_epochs, total_iters)
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            with autocast(device, amp):
                 logits = method(images)
                 loss, parts = method.loss(logits.float(), labels)
             optimizer.zero_grad(set_to_none=True)
@@ -135,15 +157,20 @@ def train(method, items: list[Item], cfg: TrainConfig, shots: int, seed: int, de
             scaler.step(optimizer)
             scaler.update()
             value = float(loss.detach())
+            if not math.isfinite(value):
+                raise DivergedError(_diverged(f"loss is {value}", epoch, it, cfg, stats.last_loss))
             stats.first_loss = value if math.isnan(stats.first_loss) else stats.first_loss
             stats.last_loss = value
             stats.images += len(labels)
             it += 1
         stats.epochs = epoch + 1
+        bad = next((n for n, p in method.trainable_parameters().items() if not torch.isfinite(p).all()), None)
+        if bad is not None:
+            raise DivergedError(_diverged(f"trainable tensor {bad} is not finite", epoch, it, cfg, stats.last_loss))
         if (epoch + 1) % max(cfg.ckpt_every, 1) == 0 or epoch + 1 == total_epochs:
             logger.info("epoch %d/%d it %d/%d loss %.4f lr %.2e %s", epoch + 1, total_epochs, it, total_iters,
                         stats.last_loss, optimizer.param_groups[0]["lr"],
-                        " ".join(f"{k} {v:.4f}" for k, v in parts.items()))
+                        " ".join(f"{k} {float(v):.4f}" for k, v in parts.items()))
             if ckpt_dir is not None:
                 save_state(ckpt_dir, method.trainable_state(), optimizer, {"epoch": epoch + 1, "iter": it})
         if on_epoch is not None:

@@ -64,7 +64,7 @@ class ClipFit(Method):
         self._last_text = feats
         return feats
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         ce = F.cross_entropy(logits, labels)
         reg = self.regulariser()
-        return ce + self.p.lam * reg, {"ce": float(ce.detach()), "reg": float(reg.detach())}
+        return ce + self.p.lam * reg, {"ce": ce.detach(), "reg": reg.detach()}

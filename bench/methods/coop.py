@@ -47,7 +47,7 @@ class CoOp(Method):
             tokens = self.backbone.tokenize([words])
             self.n_ctx = int((tokens[0] > 0).sum()) - 2                     # minus SOS/EOS
             with torch.no_grad():
-                ctx = token_embeddings(self.clip, tokens)[0, 1:1 + self.n_ctx].clone()   # (M, width)
+                ctx = token_embeddings(self.clip, self.tokens_on_device(tokens))[0, 1:1 + self.n_ctx].clone()  # (M, w)
             self.prefix_text = words
         else:
             self.n_ctx = p.n_ctx
@@ -73,7 +73,7 @@ class CoOp(Method):
                 raise BenchError(f"coop: the prompt for class {n!r} ({self.n_ctx} context tokens) does not fit the "
                                  f"text tower's context of {row.numel()} tokens")
         with torch.no_grad():
-            emb = token_embeddings(self.clip, self.class_tokens)                                   # (C, L, width)
+            emb = token_embeddings(self.clip, self.tokens_on_device(self.class_tokens))            # (C, L, width)
         self.register_buffer("token_prefix", emb[:, :1].clone(), persistent=False)                # SOS
         self.register_buffer("token_suffix", emb[:, 1 + self.n_ctx:].clone(), persistent=False)   # name . EOS pad
         self._text_cache = None
@@ -97,4 +97,4 @@ class CoOp(Method):
         return torch.cat(rows, dim=0)
 
     def compute_text_features(self) -> torch.Tensor:
-        return encode_text_embeddings(self.clip, self.prompts(), self.class_tokens.to(self.device))
+        return encode_text_embeddings(self.clip, self.prompts(), self.tokens_on_device(self.class_tokens))

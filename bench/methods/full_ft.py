@@ -44,9 +44,9 @@ class FullFineTune(Method):
         self._last_text = super().text_features()
         return self._last_text
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         ce = F.cross_entropy(logits, labels)
         if self.p.lam <= 0:
-            return ce, {"ce": float(ce.detach())}
+            return ce, {"ce": ce.detach()}
         reg = 1.0 - (F.normalize(self._last_text, dim=-1) * self.frozen_text).sum(-1).mean()
-        return ce + self.p.lam * reg, {"ce": float(ce.detach()), "reg": float(reg.detach())}
+        return ce + self.p.lam * reg, {"ce": ce.detach(), "reg": reg.detach()}

@@ -39,6 +39,6 @@ class ZeroShot(Method):
             templates.append(self.template)
         feats = []
         for t in templates:                                           # each (C, D), normalised
-            tokens = self.backbone.tokenize([t.format(c) for c in self.classnames]).to(self.device)
+            tokens = self.tokens_on_device(self.backbone.tokenize([t.format(c) for c in self.classnames]))
             feats.append(F.normalize(self.clip.encode_text(tokens), dim=-1))
         return F.normalize(torch.stack(feats).mean(0), dim=-1)       # (C, D)
