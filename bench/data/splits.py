@@ -125,7 +125,10 @@ def read_classnames_file(path: Path) -> dict[str, str]:
 
 
 def _list_images(folder: Path) -> list[str]:
-    return sorted(e.name for e in os.scandir(folder) if e.is_file() and Path(e.name).suffix.lower() in IMAGE_EXTS)
+    """Image files, sorted; hidden files (macOS `._name.JPEG` resource forks, …) are skipped as Dassl's
+    listdir_nohidden does."""
+    return sorted(e.name for e in os.scandir(folder)
+                  if e.is_file() and not e.name.startswith(".") and Path(e.name).suffix.lower() in IMAGE_EXTS)
 
 
 def _class_folders(folder: Path) -> list[str]:
