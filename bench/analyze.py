@@ -107,7 +107,7 @@ def rebuild(result: dict, data_root: str):
     import torch
 
     from bench import cards
-    from bench.backbone import load_backbone
+    from bench.backbone import load_cell_backbone
     from bench.data.fewshot import base_new_split
     from bench.grid import dataset_splits
     from bench.methods import build_method
@@ -119,7 +119,7 @@ def rebuild(result: dict, data_root: str):
     if cfg["protocol"] == "base2new":
         base = base_new_split(splits.train, [], splits.test, "base")
         names, test = base.classnames, base.test
-    bb = load_backbone(cfg["backbone"], cfg["pretrained"])      # first: building it draws random numbers
+    bb = load_cell_backbone(cfg)                                # first: building it draws random numbers
     torch.manual_seed(cfg["seed"])
     method = build_method(cfg["method"], bb, names, card.template, cfg["params"], dataset=cfg["dataset"])
     return method, bb, test
@@ -332,17 +332,20 @@ def analyze(results: Path, data_root: str | Path | None = None, methods=None, da
         c = res["config"]
         logger.info("analysing %s %s K=%s seed=%s", c["method"], c["dataset"], c["shots"], c["seed"])
         done.append(analyze_cell(res, str(data_root), samples, dev))
+    from bench.backbone_spec import display_backbone, weights_label
+
     by_method: dict[tuple, list[CellAnalysis]] = defaultdict(list)
     by_setting: dict[tuple, list[CellAnalysis]] = defaultdict(list)
     for cell in done:
         c = cell.result["config"]
-        by_method[(c["backbone"], str(c["pretrained"]), c["method"])].append(cell)
-        by_setting[(c["backbone"], str(c["pretrained"]), c["method"], c["dataset"], c["protocol"], c["shots"])].append(cell)
+        bb = (display_backbone(c["backbone"], c.get("activation")), weights_label(c["pretrained"]))
+        by_method[(*bb, c["method"])].append(cell)
+        by_setting[(*bb, c["method"], c["dataset"], c["protocol"], c["shots"])].append(cell)
     multi_bb = len({k[:2] for k in by_method}) > 1
     figures, summaries, sections, drift_groups = [], [], [], defaultdict(dict)
     for (arch, pretrained, method), group in by_method.items():
         title = group[0].result["config"].get("method_title") or method
-        backbone = f"{arch}, {Path(pretrained).name}" if pretrained not in ("None", "") else arch
+        backbone = f"{arch}, {pretrained}" if pretrained != "random" else arch
         label = f"{title} ({backbone})" if multi_bb else title
         rows = tensor_table(group)
         drifts = [g.drift for g in group if g.drift]

@@ -95,7 +95,7 @@ def hash_text(text: str) -> str:
 
 def _register(spec: BackboneSpec) -> None:
     """Make a carried JSON architecture known to open_clip in this process (workers included)."""
-    if spec.arch_json is None or open_clip.get_model_config(spec.arch) is not None:
+    if spec.arch_json is None or open_clip.get_model_config(spec.arch) == spec.arch_config:
         return
     folder = Path(tempfile.mkdtemp(prefix="bench-arch-"))
     (folder / f"{spec.arch}.json").write_text(spec.arch_json)

@@ -153,11 +153,10 @@ def test_labels_are_short():
 def _arch_and_weights(tmp_path):
     arch = tmp_path / "my-arch.json"
     arch.write_text(json.dumps(TINY))
-    open_clip.add_model_config(arch)                     # only to make weights for it; bench needs no registry
     weights = tmp_path / "my-weights.pt"
     with torch.random.fork_rng():
         torch.manual_seed(5)
-        torch.save(open_clip.create_model("my-arch").state_dict(), weights)
+        torch.save(open_clip.CLIP(**TINY).state_dict(), weights)
     return arch, weights
 
 
@@ -175,6 +174,18 @@ def test_json_architecture_file_runs_locally_and_on_gpu_workers(toy, tmp_path):
     assert main(["leaderboard", str(r)]) == 0
     board = (r / "LEADERBOARD.md").read_text()
     assert "my-arch/my-weights.pt" in board and str(tmp_path) not in board
+
+
+def test_a_planned_cell_needs_no_architecture_file(toy, tmp_path):
+    """What SLURM tasks and --gpus workers rely on: the architecture travels inside the cell."""
+    from bench.cell import run_cell
+
+    arch, weights = _arch_and_weights(tmp_path)
+    (cell,) = expand(Grid(methods=["clipfit"], datasets=["toy"], shots=[1], seeds=[1], backbone=str(arch),
+                          pretrained=str(weights), data_root=str(toy), sets={"epochs": 1}))
+    arch.unlink()
+    _load.cache_clear()
+    assert run_cell(cell, tmp_path / "r")["status"] == "completed"
 
 
 def test_a_json_architecture_named_like_a_builtin_must_match_it(tmp_path):
