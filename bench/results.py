@@ -3,7 +3,7 @@
 Usage:
     >>> store = ResultStore(Path("results"))
     >>> store.is_completed(cell)                     # a completed result with the same cell id exists
-    >>> with store.lock(cell) as got: ...            # False when another process runs this cell
+    >>> with store.lock(cell) as got: ...            # False when another process runs this cell (bench.locks)
     >>> store.write_result(cell, result)
 
 Layout: `<root>/runs/<protocol>/<dataset>/<method>/<cell_id>/{result.json, log.txt, ckpt/, trainable.safetensors}`
@@ -13,7 +13,6 @@ and `<root>/sweeps/<sweep_id>.json`. Schema: docs/DESIGN.md. Nothing in the tree
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -25,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench import __version__
+from bench import __version__, locks
 
 logger = logging.getLogger(__name__)
 
@@ -89,27 +88,18 @@ class ResultStore:
 
     @contextlib.contextmanager
     def lock(self, cell: dict) -> Iterator[bool]:
-        """Exclusive, non-blocking per-cell lock (flock: released by the OS if the process dies)."""
-        folder = self.cell_dir(cell)
-        folder.mkdir(parents=True, exist_ok=True)
-        fh = open(folder / ".lock", "a")
-        try:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            yield True
-        finally:
-            fh.close()
+        """Exclusive, non-blocking per-cell lock: flock, or lock files where flock does not hold (bench.locks)."""
+        with locks.cell_lock(self.cell_dir(cell)) as got:
+            yield got
 
     def _locked(self, cell: dict) -> bool:
-        return _lock_held(self.cell_dir(cell) / ".lock")
+        return locks.is_held(self.cell_dir(cell))
 
     def running_cells(self) -> set[str]:
-        """Cell ids whose lock is held by a live process."""
-        return {p.parent.name for p in (self.root / "runs").glob("*/*/*/*/.lock") if _lock_held(p)}
-
+        """Cell ids whose lock (of either kind) is held by a live process."""
+        runs = self.root / "runs"
+        folders = {p.parent for name in (locks.FLOCK_NAME, locks.FILE_NAME) for p in runs.glob(f"*/*/*/*/{name}")}
+        return {f.name for f in folders if locks.is_held(f)}
 
     def iter_results(self) -> Iterator[tuple[Path, dict]]:
         for dirpath, dirnames, filenames in os.walk(self.root / "runs"):
@@ -129,18 +119,6 @@ class ResultStore:
         folder = self.root / "sweeps"
         out = [read_json(p) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
         return [s for s in out if s]
-
-
-def _lock_held(path: Path) -> bool:
-    if not path.exists():
-        return False
-    with open(path, "a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        return False
 
 
 def git_info() -> dict[str, Any]:
