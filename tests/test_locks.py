@@ -16,7 +16,7 @@ import pytest
 from bench import locks
 from bench.errors import BenchError
 from bench.locks import FILE_NAME, FileLock, cell_lock, is_held
-from bench.results import ResultStore
+from bench.results import ResultStore, verify_tree
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -269,3 +269,21 @@ server:/data /data\\040set nfs4 rw,vers=4.2 0 0
 def test_the_mount_table_names_filesystems_without_cluster_wide_flock(folder, verdict):
     got = locks.mount_verdict(Path(folder), MOUNTS)
     assert (got is None) if verdict is None else (verdict in got), got
+
+
+def test_two_concurrent_sweeps_on_lock_files_run_every_cell_exactly_once(toy, tmp_path):
+    root = tmp_path / "r"
+    argv = [sys.executable, "-m", "bench", "run", "--suite", "toy", "--data-root", str(toy), "--results", str(root),
+            "--no-leaderboard", "--methods", "clipfit,coop", "--shots", "1", "--seeds", "1", "--set", "epochs=2",
+            "--set", "iters_per_shot=2", "--set", "batch_size=8"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "BENCH_LOCK": "file", "BENCH_LOG_LEVEL": "WARNING"}
+    procs = [subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    logs = sorted((root / "runs").rglob("log.txt"))
+    assert len(logs) == 4 and len(list((root / "runs").rglob("result.json"))) == 4
+    runs = {log.parent.name: log.read_text().count(" all: acc ") for log in logs}   # one evaluation per run
+    assert set(runs.values()) == {1}, runs
+    assert not list(root.rglob(".lock")) and not list(root.rglob(FILE_NAME))     # lock files only, all released
+    assert verify_tree(root).findings == []
