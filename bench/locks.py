@@ -5,25 +5,15 @@ Usage:
     ...     if got: run()
     >>> is_held(folder)                          # a live process holds the folder's lock (either kind)
 
-Two kinds, chosen per filesystem (`BENCH_LOCK=auto`, the default) or forced (`BENCH_LOCK=flock` or `file`):
-- flock on `<folder>/.lock`: released by the OS (or the file server) when the process dies.
-- lock files `<folder>/.lock.json`, created with O_CREAT|O_EXCL and holding {host, pid, pid namespace, process
-  start time, started, heartbeat, token}. A thread rewrites the heartbeat every `BENCH_LOCK_HEARTBEAT_S`
-  (default 30 s) through its own file descriptor; release removes the file. A lock is stale when its process is
-  known to be gone (same host and pid namespace: pid dead, a zombie, or reused) or, from another host, when its
-  heartbeat (the later of the recorded time and the file's mtime) is older than `BENCH_LOCK_STALE_S` (300 s).
-  A taker renames the stale file to a private name and checks that it moved the very file it judged (inode,
-  mtime, token); if it moved a live lock instead it puts it back. So two takers never both win: only one rename
-  can move the stale file, and the other taker finds a live lock or an empty slot that O_EXCL arbitrates.
-
-`auto` reads the mount table first (Lustre without the `flock` option, NFS with `nolock` or `local_lock` → lock
-files), then runs a self-test in the folder: one file opened twice (two file descriptions) must refuse the second
-exclusive flock; an error, or a second lock that succeeds, means flock does not hold → lock files. An error from
-flock later switches to lock files too. Locks that hold only within one node (Lustre `localflock`) pass both
-checks: set BENCH_LOCK=file there. Every process writing one tree must use the same kind; a process of either kind
-also backs off from a live lock of the other, so a mix never runs a cell twice (it may leave one for the next run).
+`BENCH_LOCK=flock` uses flock on `<folder>/.lock` (the OS releases it when the process dies). `BENCH_LOCK=file` uses
+`<folder>/.lock.json`, created with O_CREAT|O_EXCL, holding host, pid and a heartbeat that a thread refreshes every
+`BENCH_LOCK_HEARTBEAT_S` (30 s); it is stale when its process is gone (same host) or its heartbeat is older than
+`BENCH_LOCK_STALE_S` (300 s), and then taken over by exactly one process (`FileLock._take_over`). `auto` (the
+default) decides per filesystem: the mount table (Lustre without `flock`, NFS with `nolock`/`local_lock`), then a
+self-test (the same file opened twice must refuse a second exclusive flock); an error from flock also switches to
+lock files. A flock that holds within one node only and says so nowhere (e.g. BeeGFS without global file locks)
+passes both: set BENCH_LOCK=file there. Either kind backs off from a live lock of the other. Details: docs/DESIGN.md.
 """
-
 from __future__ import annotations
 
 import contextlib
@@ -57,12 +47,7 @@ _kind_guard = threading.Lock()
 
 def _seconds(name: str, default: float) -> float:
     raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
+    value = float(raw) if re.fullmatch(r"\d+(\.\d*)?|\.\d+", raw) else -1.0 if raw else default
     if not value > 0:
         raise BenchError(f"{name} must be a positive number of seconds, got {raw!r}")
     return value
@@ -85,10 +70,6 @@ def requested_kind() -> str:
 
 # ---- which kind: mount table, then a self-test -------------------------------------------------------------
 
-def _unescape(field: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
 def mount_verdict(folder: Path, mounts: str | None = None) -> str | None:
     """Why the mount holding `folder` has no cluster-wide flock; None when the mount table says nothing against it."""
     if mounts is None:
@@ -102,13 +83,11 @@ def mount_verdict(folder: Path, mounts: str | None = None) -> str | None:
         parts = line.split()
         if len(parts) < 4:
             continue
-        point = _unescape(parts[1])
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), parts[1])    # \040 is a space
         if (target == point or target.startswith(point.rstrip("/") + "/")) and \
                 (best is None or len(point) >= len(best[0])):
             best = (point, parts[2], set(parts[3].split(",")))
-    if best is None:
-        return None
-    point, fstype, opts = best
+    point, fstype, opts = best or ("", "", set())
     if fstype == "lustre" and "flock" not in opts:
         how = "localflock (flock holds within one node only)" if "localflock" in opts else "no flock option"
         return f"Lustre mount {point} with {how}"
@@ -125,10 +104,7 @@ def flock_self_test(folder: Path) -> str | None:
     try:
         with open(probe, "a") as first, open(probe, "a") as second:
             try:
-                fcntl.flock(first, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as err:
-                return f"flock fails: {err.strerror or err}"
-            try:
+                fcntl.flock(first, fcntl.LOCK_EX | fcntl.LOCK_NB)      # a fresh file: this one cannot be held
                 fcntl.flock(second, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return None
@@ -168,15 +144,13 @@ class FlockLock:
         for attempt in range(tries):                  # a status probe holds it for microseconds: try again
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._fh = fh
+                return True
             except BlockingIOError:
-                if attempt + 1 < tries:
-                    time.sleep(0.02)
-                continue
+                time.sleep(0.02 if attempt + 1 < tries else 0)
             except OSError:
                 fh.close()
                 raise
-            self._fh = fh
-            return True
         fh.close()
         return False
 
@@ -241,7 +215,6 @@ def _alive(pid: int, start: str | None) -> bool:
 class LockFileInfo:
     record: dict | None                               # None: unreadable (being written, or not a lock record)
     inode: int
-    mtime: float
     mtime_ns: int
 
     def identity(self) -> tuple:
@@ -259,10 +232,10 @@ def read_lock_file(path: Path) -> LockFileInfo | None:
         record = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         record = None
-    return LockFileInfo(record if isinstance(record, dict) else None, st.st_ino, st.st_mtime, st.st_mtime_ns)
+    return LockFileInfo(record if isinstance(record, dict) else None, st.st_ino, st.st_mtime_ns)
 
 
-def stale_reason(info: LockFileInfo, stale_s: float | None = None, now: float | None = None) -> str | None:
+def stale_reason(info: LockFileInfo, stale_s: float | None = None) -> str | None:
     """Why a lock file no longer protects anything; None while it is held."""
     rec = info.record or {}
     host, pid = rec.get("host"), rec.get("pid")
@@ -271,15 +244,27 @@ def stale_reason(info: LockFileInfo, stale_s: float | None = None, now: float | 
     stale_s = stale_after_s() if stale_s is None else stale_s
     beat = rec.get("heartbeat")
     beat = beat if isinstance(beat, (int, float)) else 0.0
-    age = (time.time() if now is None else now) - max(info.mtime, beat)
+    age = time.time() - max(info.mtime_ns / 1e9, beat)
     if age > stale_s:
         return f"heartbeat of {host or 'an unknown host'} pid {pid} is {age:.0f} s old (stale after {stale_s:.0f} s)"
     return None
 
 
+def _owner(**extra) -> bytes:
+    pid = os.getpid()
+    stat = _proc_stat(pid)
+    return json.dumps({"host": socket.gethostname(), "pid": pid, "pidns": _pid_namespace(),
+                       "pid_start": stat[1] if stat else None, **extra, "heartbeat": round(time.time(), 3)}).encode()
+
+
 def file_lock_held(folder: Path) -> bool:
     info = read_lock_file(Path(folder) / FILE_NAME)
     return info is not None and stale_reason(info) is None
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 class FileLock:
@@ -307,14 +292,9 @@ class FileLock:
                     return False
                 continue
             self.token = secrets.token_hex(8)
-            pid = os.getpid()
-            stat = _proc_stat(pid)
-            record = {"host": socket.gethostname(), "pid": pid, "pidns": _pid_namespace(),
-                      "pid_start": stat[1] if stat else None,
-                      "started": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                      "heartbeat": round(time.time(), 3), "token": self.token}
             try:
-                os.write(fd, json.dumps(record).encode())
+                os.write(fd, _owner(started=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                    token=self.token))
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -327,10 +307,8 @@ class FileLock:
     def _take_over(self, info: LockFileInfo, reason: str) -> bool:
         """Remove the stale lock `info`; True when it is gone (create again), False when the cell is taken.
 
-        Takers of one stale lock first create a guard named after it (O_EXCL), so one of them breaks it; the
-        others see the guard and back off. The breaker checks the lock is still the one judged stale, renames it
-        to a private name and checks again that it moved that very file (inode, mtime, token): a live lock (a
-        heartbeat since, or a new holder) is never removed, and one moved by a lost race is put back."""
+        One guard file per stale lock (O_EXCL) elects one breaker; it renames the lock away only after checking
+        it is still that file, then checks what it moved (inode, mtime, token). docs/DESIGN.md has the argument."""
         ident = info.identity()
         key = hashlib.sha256(repr(ident).encode()).hexdigest()[:12]
         guards = []
@@ -341,17 +319,16 @@ class FileLock:
             except FileExistsError:
                 old = read_lock_file(guard)
                 if old is None or stale_reason(old, max(self.stale_s, GUARD_STALE_S)) is None:
-                    self._drop(guards)
+                    _remove(guards)
                     return old is None                # being broken by someone else (or just finished)
                 guards.append(guard)
                 continue
-            with os.fdopen(fd, "w") as fh:
-                fh.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "pidns": _pid_namespace(),
-                                     "heartbeat": round(time.time(), 3)}))
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(_owner())
             guards.append(guard)
             break
         else:
-            self._drop(guards)
+            _remove(guards)
             return False
         try:
             now = read_lock_file(self.path)
@@ -379,12 +356,7 @@ class FileLock:
             claim.unlink(missing_ok=True)
             return False
         finally:
-            self._drop(guards)
-
-    @staticmethod
-    def _drop(paths: list[Path]) -> None:
-        for path in paths:
-            path.unlink(missing_ok=True)
+            _remove(guards)
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_every):
