@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-HELP = ("summarise a results tree: cells done/failed/pending/running, failures with logs, SLURM job states, "
-        "problems found by `bench verify`")
+HELP = "summarise a results tree: cells done/failed/pending/running, failures with logs, SLURM states, problems"
 EPILOG = """examples:
   bench status
   bench status results --failed
