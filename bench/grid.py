@@ -53,6 +53,17 @@ def canonical_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
 
 
+IDENTITY_EXCLUDED = ("method_title", "dataset_title", "suite")     # display names: never part of a cell's identity
+
+
+def cell_identity_hash(config: dict, manifest_sha256: str | None) -> str:
+    """A cell's id: the hash of its config (titles and suite name left out) and its few-shot manifest, 16 hex.
+
+    `expand` names cells with it and `bench verify` recomputes it from a result.json, so they cannot disagree."""
+    identity = {k: v for k, v in config.items() if k not in IDENTITY_EXCLUDED}
+    return canonical_hash([identity, manifest_sha256])[:16]
+
+
 @functools.lru_cache(maxsize=64)
 def dataset_splits(dataset: str, data_root: str):
     """A dataset's items (read once per process: planning, cells and analysis share it)."""
@@ -126,7 +137,6 @@ def expand(grid: Grid, with_data: bool = True) -> list[dict]:
                     sha = None
                     if with_data and mcard.trains:
                         sha = fewshot_subset(dataset, grid.data_root, k, seed)[2]
-                    identity = {k2: v for k2, v in config.items() if k2 not in ("method_title", "dataset_title", "suite")}
-                    cells.append({"cell_id": canonical_hash([identity, sha])[:16], "config": config,
+                    cells.append({"cell_id": cell_identity_hash(config, sha), "config": config,
                                   "data_root": str(grid.data_root), "manifest_sha256": sha})
     return cells

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-HELP = "summarise a results tree: cells done/failed/pending/running, failures with logs, SLURM job states"
+HELP = "summarise a results tree: cells done/failed/pending/running, failures with logs, SLURM states, problems"
 EPILOG = """examples:
   bench status
   bench status results --failed
@@ -36,7 +36,7 @@ def execute(args) -> int:
     from tabulate import tabulate
 
     from bench.errors import BenchError
-    from bench.results import ResultStore
+    from bench.results import ResultStore, verify_tree
 
     if not args.results.is_dir():
         raise BenchError(f"results folder {args.results} does not exist; pass the --results root of `bench run`")
@@ -62,6 +62,9 @@ def execute(args) -> int:
         total.update(c)
     print(f"\n{sum(total.values())} cells: {total['completed']} done, {total['failed']} failed, "
           f"{total['running']} running, {total['pending']} pending")
+    problems = len(verify_tree(args.results).problems)
+    print(f"verify: {problems} problem{'s' if problems != 1 else ''} (`bench verify {args.results}` lists them)"
+          if problems else "verify: no problems")
     states = _sacct(list(jobs.values()))
     if states:
         print("SLURM:", ", ".join(f"{k} {v}" for k, v in sorted(Counter(states.values()).items())))
