@@ -174,17 +174,21 @@ def decoded_split(items: list[Item], size: int, cache_dir: Path | None = None,
             return np.load(path, mmap_mode="r")
         tmp = folder / f".{key}.{os.getpid()}.tmp.npy"
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(items), 3, size, size))
-        transform = test_transform_pil(size)
-
-        def fill(i: int) -> None:
-            out[i] = np.asarray(transform(load_image(items[i].path))).transpose(2, 0, 1)
-
-        parallel_map(fill, list(range(len(items))), workers)
+        _fill(out, items, size, workers)
         out.flush()
-        del out
+        del out                                          # unmap before the rename publishes the file
         os.replace(tmp, path)
         logger.info("decoded %d test images at %d px into %s", len(items), size, path)
     return np.load(path, mmap_mode="r")
+
+
+def _fill(out: np.ndarray, items: list[Item], size: int, workers: int | None) -> None:
+    transform = test_transform_pil(size)
+
+    def one(i: int) -> None:
+        out[i] = np.asarray(transform(load_image(items[i].path))).transpose(2, 0, 1)
+
+    parallel_map(one, list(range(len(items))), workers)
 
 
 def iter_decoded(pixels: np.ndarray, batch_size: int, device: torch.device, mean, std):
