@@ -78,9 +78,9 @@ def main() -> int:
         _, t_write = timed(lambda: write_tree(root, args.cells))
         from tabulate import tabulate
 
-        from bench.aggregate import summaries
-        from bench.collect import load_results
-        from bench.leaderboard import write_leaderboard
+        from bench.report.aggregate import summaries
+        from bench.report.collect import load_results
+        from bench.report.leaderboard import write_leaderboard
 
         res, t_load = timed(lambda: load_results(root))
         tables, t_sum = timed(lambda: summaries(res))

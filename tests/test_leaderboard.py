@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.aggregate import harmonic_mean, summaries
-from bench.collect import load_results
 from bench.errors import BenchError
-from bench.leaderboard import write_leaderboard
-from bench.reported import compare, load_reported, match
+from bench.report.aggregate import harmonic_mean, summaries
+from bench.report.collect import load_results
+from bench.report.leaderboard import write_leaderboard
+from bench.report.reported import compare, load_reported, match
 
 try:
     from tests.result_fixtures import plan_cell, write_result, write_sweep

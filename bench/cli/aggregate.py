@@ -36,8 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
-    from bench.aggregate import summaries
-    from bench.collect import load_results
+    from bench.report.aggregate import summaries
+    from bench.report.collect import load_results
 
     res = load_results(Path(args.results), strict=args.strict)
     table = args.table or ("summary" if args.format == "md" else "long")

@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
-    from bench.analyze import analyze
+    from bench.analysis.analyze import analyze
 
     report = analyze(args.results, data_root=args.data_root, methods=args.methods, datasets=args.datasets,
                      protocol=args.protocol, shots=args.shots, samples=args.samples, out=args.out, device=args.device)

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
-    from bench.leaderboard import write_leaderboard
+    from bench.report.leaderboard import write_leaderboard
 
     out = write_leaderboard(Path(args.results), Path(args.output) if args.output else None, args.format,
                             plots=not args.no_plots)

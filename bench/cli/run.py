@@ -111,7 +111,7 @@ def _check_backbone(grid, load: bool) -> None:
 
 
 def _leaderboard(root) -> None:
-    from bench.leaderboard import write_leaderboard
+    from bench.report.leaderboard import write_leaderboard
 
     path = write_leaderboard(root)
     print(f"leaderboard: {path}")

@@ -1,9 +1,9 @@
 """PNG plots for the leaderboard, drawn from the same summary tables (matplotlib, Agg, imported lazily).
 
 Usage:
-    >>> from bench.aggregate import summaries
-    >>> from bench.collect import load_results
-    >>> from bench.plots import write_plots
+    >>> from bench.report.aggregate import summaries
+    >>> from bench.report.collect import load_results
+    >>> from bench.report.plots import write_plots
     >>> res = load_results("results")
     >>> for caption, path in write_plots(summaries(res), res.root / "plots"):
     ...     print(caption, path)
@@ -88,7 +88,7 @@ def plot_fewshot_per_dataset(table: Any, avg: Any, path: Path, title: str) -> Pa
     methods = _order(avg, "acc")
     colors, titles = _colors(methods), _titles(avg)
     panels = [("Average", avg.rename(columns={"acc": "mean"}))]
-    from bench.aggregate import dataset_order
+    from bench.report.aggregate import dataset_order
 
     for dataset in dataset_order(table["dataset"]):
         sub = table[table["dataset"] == dataset]
@@ -179,7 +179,7 @@ def _titles(frame: Any) -> dict[str, str]:
 def write_plots(tables: dict[str, Any], folder: Path, comparison: Any = None) -> list[tuple[str, Path]]:
     """Write every plot the tables allow into `folder`; returns (caption, path) pairs.
 
-    `tables` is `bench.aggregate.summaries(...)`; `comparison` (`bench.reported.compare(...)`) adds published
+    `tables` is `bench.report.aggregate.summaries(...)`; `comparison` (`bench.report.reported.compare(...)`) adds published
     Base/New averages to the base-to-new scatter."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

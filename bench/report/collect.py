@@ -1,7 +1,7 @@
 """Read a results tree into one tidy DataFrame: one row per (cell, evaluation), plus the planned cells.
 
 Usage:
-    >>> from bench.collect import load_results
+    >>> from bench.report.collect import load_results
     >>> res = load_results("results")             # <root>/runs/**/result.json + <root>/sweeps/*.json
     >>> res.frame.columns[:4].tolist()             # long format: one row per (cell, evaluation)
     ['cell_id', 'status', 'method', 'method_title']
@@ -9,7 +9,7 @@ Usage:
 
 A malformed result.json or sweep file is skipped, counted and logged (or, with strict=True, a one-line error);
 when two cells share a KEY (e.g. a rerun after a config change) the completed, then the newer one wins.
-`bench.aggregate` turns the frame into the leaderboard's tables.
+`bench.report.aggregate` turns the frame into the leaderboard's tables.
 """
 
 from __future__ import annotations

@@ -2,13 +2,13 @@
 
 Usage:
     >>> from pathlib import Path
-    >>> from bench.leaderboard import write_leaderboard
+    >>> from bench.report.leaderboard import write_leaderboard
     >>> write_leaderboard(Path("results"))                 # results/LEADERBOARD.md + results/plots/*.png
     >>> write_leaderboard(Path("results"), fmt="json")     # results/leaderboard.json
 
 Layout (harness-study.md §6): header (time, version, git, backbone, seeds, completeness); per protocol a ranked
 summary, per-dataset tables and published reference rows with Δ = reproduced − reported; cost; plots; run status;
-footnotes. All tables are rendered by tabulate (pipe format); the numbers come from `bench.aggregate`.
+footnotes. All tables are rendered by tabulate (pipe format); the numbers come from `bench.report.aggregate`.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from typing import Any
 import pandas as pd
 
 from bench import __version__
-from bench.aggregate import cost_table, dataset_order, summaries
-from bench.collect import Results, load_results
 from bench.errors import BenchError
-from bench.mdtable import DASH, STAR, Row, emit, f2, params, pm, present, signed
-from bench.reported import compare, load_reported
+from bench.report.aggregate import cost_table, dataset_order, summaries
+from bench.report.collect import Results, load_results
+from bench.report.mdtable import DASH, STAR, Row, emit, f2, params, pm, present, signed
+from bench.report.reported import compare, load_reported
 
 DAGGER = "†"
 FORMATS = {"md": "LEADERBOARD.md", "csv": "leaderboard.csv", "json": "leaderboard.json"}
@@ -53,7 +53,7 @@ def write_leaderboard(root: Path, out: Path | None = None, fmt: str = "md", *, p
     if fmt == "md":
         figures: list[tuple[str, Path]] = []
         if plots and tables:
-            from bench.plots import write_plots
+            from bench.report.plots import write_plots
             figures = write_plots(tables, root / "plots", cmp)
         text = render_markdown(res, tables, cmp, meta, figures, out.parent)
     elif fmt == "json":

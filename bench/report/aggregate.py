@@ -1,8 +1,8 @@
-"""The leaderboard's summary tables, computed from the tidy frame of `bench.collect.load_results`.
+"""The leaderboard's summary tables, computed from the tidy frame of `bench.report.collect.load_results`.
 
 Usage:
-    >>> from bench.collect import load_results
-    >>> from bench.aggregate import fewshot_table, base2new_table, base2new_average
+    >>> from bench.report.collect import load_results
+    >>> from bench.report.aggregate import fewshot_table, base2new_table, base2new_average
     >>> res = load_results("results")
     >>> b2n = base2new_table(res.frame, res.expected)   # per dataset: Base/New seed means, HM of the means
     >>> base2new_average(b2n, res.frame)                # HM(avg Base, avg New), the CoCoOp convention
@@ -19,9 +19,9 @@ from typing import Any
 
 import pandas as pd
 
-from bench.collect import Results, completed, eval_title
 from bench.errors import BenchError
-from bench.mdtable import format_hours
+from bench.report.collect import Results, completed, eval_title
+from bench.report.mdtable import format_hours
 
 GROUP = ["backbone", "pretrained", "protocol", "method", "dataset", "shots"]
 

@@ -1,7 +1,7 @@
 """Cell formatting for the markdown tables of the leaderboard and the cost table (display only, no numbers made).
 
 Usage:
-    >>> from bench.mdtable import Row, emit, pm
+    >>> from bench.report.mdtable import Row, emit, pm
     >>> print(emit(["Method", "Acc"], [Row(["ClipFit", pm(80.0, 1.2)], {1: 80.0}), Row(["CoOp", "—"])], bold=(1,)))
     | Method   |              Acc |
     |:---------|-----------------:|
