@@ -51,14 +51,16 @@ def test_holm_and_p_value() -> None:
     assert out["b"][1] and not out["a"][1] and not out["c"][1] and not out["d"][1]
     assert out["b"][0] == pytest.approx(0.04) and out["a"][0] == pytest.approx(0.06)
     assert out["d"][0] == pytest.approx(0.5)                     # adjusted p is monotone and capped at 1
-    assert stats.p_value(np.linspace(1, 2, 999)) == pytest.approx(2 / 1000)
-    assert stats.p_value(np.linspace(-1, 1, 1001)) == pytest.approx(1.0, abs=0.01)
+    reps = np.random.default_rng(0).normal(2.0, 1.0, 4000)
+    assert stats.p_value(2.0, reps) == pytest.approx(0.0455, abs=0.004)        # 2 standard errors: p ≈ 0.046
+    assert stats.p_value(0.0, reps) == pytest.approx(1.0)
+    assert stats.percentile_interval(np.arange(101.0)) == pytest.approx((2.5, 97.5))
 
 
 def test_acceptance_a_best_b_and_c_tied(tmp_path: Path) -> None:
     root = abc_tree(tmp_path)
     text = write_leaderboard(root, plots=False).read_text()
-    assert "paired bootstrap over seeds and test images (two-sided), α = 0.05, Holm correction" in text
+    assert "paired bootstrap over seeds and test images (two-sided, bootstrap standard error), α = 0.05, Holm correction" in text
     few = text.split("### Average over 2 datasets")[1].split("###")[0]
     rows = {m: [c.strip() for c in line.strip("|").split("|")] for line in few.splitlines()
             for m in "ABC" if re.match(rf"\|\s*\d+\s*\|\s*{m}\s*\|", line)}

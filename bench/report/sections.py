@@ -69,8 +69,7 @@ def annotate(ctx: Ctx, rows: list[tuple[Entry | None, Row]], columns: dict[int, 
     """Per stat column: each entry's interval and hover text, and ≈ on the entries tied with the best."""
     for col, stat in columns.items():
         live = [(e, r) for e, r in rows if e is not None and not r.ref and present(r.values.get(col))]
-        for e, r in live:
-            lo, hi = ctx.unc.interval(e, stat)
+        for (e, r), (lo, hi) in zip(live, ctx.unc.intervals([(e, stat) for e, _ in live])):
             r.ci[col] = interval(lo, hi)
             r.tips[col] = f"95% CI {lo:.2f} to {hi:.2f} ({ctx.unc.basis(e, _datasets(stat))})" if present(lo) else ""
         if len(live) < 2:
@@ -96,9 +95,10 @@ def _ref_rows(ctx: Ctx, refs: pd.DataFrame, evals: list[str], titles: dict[str, 
     """Reference rows by method: published values in columns first.., Δ (reproduced − reported) of
     `delta_evals` (default: all `evals`) in the last column."""
     out: dict[str, Row] = {}
+    by_method = {m: g.set_index("eval") for m, g in refs.groupby("method")} if len(refs) else {}
     for method in methods:
-        sub = refs[refs["method"] == method].set_index("eval")
-        if sub.empty:
+        sub = by_method.get(method)
+        if sub is None or sub.empty:
             continue
         head = sub.iloc[0]
         cells = [""] * width
@@ -191,9 +191,10 @@ def _hm_per_dataset(ctx: Ctx, order: list[str], sec: pd.DataFrame, per: pd.DataF
     names, dtitles = list(datasets["dataset"]), list(datasets["dataset_title"])
     heads = ["Method"] + dtitles + ["**Avg**"]
     rows = []
+    mines = {m: g.set_index("dataset") for m, g in per.groupby("method")}
     for m in order:
         r = sec.loc[m]
-        mine = per[per["method"] == m].set_index("dataset")
+        mine = mines.get(m, per.iloc[:0].set_index("dataset"))
         cells = [r["method_title"]] + [f2(mine["hm"].get(d)) for d in names] + [f2(r["hm"])]
         values = {i + 1: mine["hm"].get(d, math.nan) for i, d in enumerate(names)} | {len(names) + 1: r["hm"]}
         marks = {i + 1 for i, d in enumerate(names) if d in mine.index and mine.loc[d, "partial"]}
@@ -233,8 +234,9 @@ def fewshot_section(ctx: Ctx, bb: str, pt: str) -> list[Block]:
     order += list(top.drop(index=order).sort_values(["k", "last"], ascending=False).index)
     heads = ["Rank", "Method"] + [f"K={k}" for k in ks] + ["Runs", f"Δ vs reported (K={'/'.join(map(str, ks))})"]
     rows, cols = [], {}
+    by_method = {m: g.set_index("shots") for m, g in avg.groupby("method")}
     for m in order:
-        mine = avg[avg["method"] == m].set_index("shots")
+        mine = by_method[m]
         cells = [str(ranks[m]) if ranks.get(m) else DASH, titles[m]]
         cells += [pm(mine["acc"].get(k), mine["std"].get(k)) for k in ks]
         marks = {i + 2 for i, k in enumerate(ks) if k in mine.index and mine.loc[k, "partial"]}
@@ -258,9 +260,10 @@ def fewshot_section(ctx: Ctx, bb: str, pt: str) -> list[Block]:
         sub = per[per["shots"].isin([k, 0])]
         heads = ["Method"] + list(datasets["dataset_title"]) + ["**Avg**"]
         krows = []
-        for m in [m for m in order if m in set(sub["method"])]:
-            mine = sub[sub["method"] == m].set_index("dataset")
-            a = avg[(avg["method"] == m) & avg["shots"].isin([k, 0])].iloc[0]
+        mines = {m: g.set_index("dataset") for m, g in sub.groupby("method")}
+        avgs = {m: g.iloc[0] for m, g in avg[avg["shots"].isin([k, 0])].groupby("method")}
+        for m in [m for m in order if m in mines]:
+            mine, a = mines[m], avgs[m]
             cells = [titles[m]] + [pm(mine["mean"].get(d), mine["std"].get(d)) for d in names] + [f2(a["acc"])]
             values = {i + 1: mine["mean"].get(d, math.nan) for i, d in enumerate(names)} | {len(names) + 1: a["acc"]}
             marks = {i + 1 for i, d in enumerate(names) if d in mine.index and mine.loc[d, "partial"]}

@@ -49,6 +49,9 @@ class Stat:
 
     def apply(self, get) -> np.ndarray | float:
         """`get(dataset, eval)` → value or replicates (None: absent, skipped); NaN when a part is empty."""
+        if len(self.parts) == 1 and len(self.parts[0]) == 1:               # one dataset and evaluation
+            v = get(*self.parts[0][0])
+            return float("nan") if v is None else v
         means = []
         for part in self.parts:
             vals = [v for v in (get(d, e) for d, e in part) if v is not None]
@@ -83,6 +86,9 @@ class Uncertainty:
         self.cells: dict[tuple, list[str]] = {}
         self._marg: dict[tuple, dict[str, np.ndarray]] = {}
         self._pair: dict[tuple, tuple] = {}
+        self._intervals: dict[tuple, tuple[float, float]] = {}
+        self._compared: dict[tuple, Comparison] = {}
+        self._points: dict[tuple, float] = {}
         self._correct: dict | None = None
         done = completed(frame)
         if done.empty:
@@ -90,9 +96,10 @@ class Uncertainty:
         done = done.sort_values("seed")
         n = pd.to_numeric(done["n"], errors="coerce").fillna(0).to_numpy(dtype=np.float64)
         acc = done["acc"].to_numpy(dtype=np.float64) / 100.0
-        keys = list(zip(*(done[c] for c in _ENTRY + ["dataset"])))
+        keys = list(zip(*(done[c].tolist() for c in _ENTRY + ["dataset"])))
         grouped: dict[tuple, dict] = {}
-        for key, seed, ev, a, k, cid in zip(keys, done["seed"], done["eval"], acc, n, done["cell_id"]):
+        for key, seed, ev, a, k, cid in zip(keys, done["seed"].tolist(), done["eval"].tolist(), acc.tolist(),
+                                            n.tolist(), done["cell_id"].tolist()):
             g = grouped.setdefault(key, {"seeds": [], "cells": [], "vals": {}})
             if seed not in g["seeds"]:
                 g["seeds"].append(int(seed))
@@ -110,8 +117,12 @@ class Uncertainty:
 
     def point(self, entry: Entry, stat: Stat) -> float:
         """The statistic of seed means (what the tables show), as a fraction."""
-        runs = self.runs.get(entry, {})
-        return float(stat.apply(lambda d, e: _seed_mean(runs[d].acc[e]) if d in runs and e in runs[d].acc else None))
+        key = (entry, stat)
+        if key not in self._points:
+            runs = self.runs.get(entry, {})
+            self._points[key] = float(stat.apply(
+                lambda d, e: _seed_mean(runs[d].acc[e]) if d in runs and e in runs[d].acc else None))
+        return self._points[key]
 
     def replicates(self, entry: Entry, stat: Stat) -> np.ndarray:
         runs = self.runs.get(entry, {})
@@ -119,8 +130,19 @@ class Uncertainty:
 
     def interval(self, entry: Entry, stat: Stat, level: float = stats.LEVEL) -> tuple[float, float]:
         """The percentile interval of the statistic, in % (NaN, NaN without data)."""
-        lo, hi = stats.percentile_interval(self.replicates(entry, stat), level)
-        return lo * 100.0, hi * 100.0
+        return self.intervals([(entry, stat)], level)[0]
+
+    def intervals(self, items: list[tuple[Entry, Stat]], level: float = stats.LEVEL) -> list[tuple[float, float]]:
+        """`interval` for many (entry, statistic) pairs at once (one vectorised percentile computation)."""
+        todo = list(dict.fromkeys(k for k in items if (*k, level) not in self._intervals))
+        if todo:
+            reps = [np.asarray(self.replicates(e, st), dtype=np.float64) for e, st in todo]
+            width = max((r.size for r in reps if r.ndim == 1), default=1)
+            block = np.stack([r if r.ndim == 1 and r.size == width else np.full(width, np.nan) for r in reps])
+            lo, hi = stats.percentile_intervals(block, level)
+            for key, a, b in zip(todo, lo.tolist(), hi.tolist()):
+                self._intervals[(*key, level)] = (a * 100.0, b * 100.0)
+        return [self._intervals[(*k, level)] for k in items]
 
     def basis(self, entry: Entry, datasets) -> str:
         """What an interval accounts for: 'seeds+images', 'images' (one seed) or 'seeds' (image counts unknown)."""
@@ -158,41 +180,91 @@ class Uncertainty:
                 runs.correct[e] = [g[0] if g else None for g in got]
                 runs.digest[e] = [g[1] if g else None for g in got]
 
-    def _paired(self, a: Entry, b: Entry, dataset: str) -> tuple:
-        key = (a, b, dataset)
-        if key not in self._pair:
-            self._load_correct()
-            ra, rb = self.runs[a][dataset], self.runs[b][dataset]
-            reps_a, reps_b, info = stats.paired(ra, rb, stats.rng_for("paired", *key), a[4] == 0, b[4] == 0, self.b)
-            if not info["pairs"]:                  # nothing pairs (disjoint seeds): independent replicates
-                reps_a, reps_b = self._marginal(a, dataset), self._marginal(b, dataset)
-                pa = {e: _seed_mean(v) for e, v in ra.acc.items()}
-                pb = {e: _seed_mean(v) for e, v in rb.acc.items()}
+    def _independent(self, a: Entry, b: Entry, d: str) -> tuple:
+        """Nothing pairs (disjoint seeds): each side's own replicates, drawn independently."""
+        ra, rb = self.runs[a][d], self.runs[b][d]
+        return (self._marginal(a, d), self._marginal(b, d), {e: _seed_mean(v) for e, v in ra.acc.items()},
+                {e: _seed_mean(v) for e, v in rb.acc.items()}, {"pairs": 0, "matched": False})
+
+    def _prepare_pairs(self, a: Entry, bs: list[Entry], d: str) -> None:
+        """Draw the joint replicates of (a, b) on dataset d for every b not drawn yet, one batch per alignment."""
+        todo = [b for b in dict.fromkeys(bs) if (a, b, d) not in self._pair]
+        if not todo:
+            return
+        self._load_correct()
+        ra = self.runs[a][d]
+        groups: dict[tuple, list[Entry]] = {}
+        for b in todo:
+            rb = self.runs[b][d]
+            ia, ib = stats.align(ra, rb, a[4] == 0, b[4] == 0)
+            evals = tuple(e for e in ra.evals if e in rb.acc)
+            if not len(ia) or not evals:
+                self._pair[(a, b, d)] = self._independent(a, b, d)
             else:
-                ia, ib = stats.align(ra, rb, a[4] == 0, b[4] == 0)
-                pa = {e: _seed_mean(v[ia]) for e, v in ra.acc.items()}
-                pb = {e: _seed_mean(v[ib]) for e, v in rb.acc.items()}
-            self._pair[key] = (reps_a, reps_b, pa, pb, info)
-        return self._pair[key]
+                groups.setdefault((tuple(ia.tolist()), tuple(ib.tolist()), evals), []).append(b)
+        for (ia_, ib_, evals), members in groups.items():
+            ia, ib = np.array(ia_, dtype=int), np.array(ib_, dtype=int)
+            rng = stats.rng_for("paired", a, d, ia_, ib_, tuple(members))
+            reps_a, reps_b, matched = stats.paired_many(ra, [self.runs[b][d] for b in members], rng, ia, ib,
+                                                        list(evals), self.b)
+            point_a = {e: _seed_mean(ra.acc[e][ia]) for e in evals}
+            for k, b in enumerate(members):
+                rb = self.runs[b][d]
+                self._pair[(a, b, d)] = (dict(zip(evals, reps_a)), dict(zip(evals, reps_b[k])), point_a,
+                                         {e: _seed_mean(rb.acc[e][ib]) for e in evals},
+                                         {"pairs": len(ia), "matched": matched[k]})
 
     def compare(self, a: Entry, b: Entry, stat: Stat) -> Comparison:
         """a − b on `stat` over the datasets both have: paired point difference, interval and p-value (points)."""
-        common = set(self.runs.get(a, {})) & set(self.runs.get(b, {}))
-        stat = stat.restrict(common)
-        used = sorted({d for part in stat.parts for d, _ in part})
-        if not used:
-            return Comparison(float("nan"), float("nan"), float("nan"), float("nan"), 0, False, 0)
-        pairs = {d: self._paired(a, b, d) for d in used}
+        return self.compare_many(a, [b], stat)[b]
+
+    def compare_many(self, a: Entry, bs: list[Entry], stat: Stat) -> dict[Entry, Comparison]:
+        """`compare(a, b, stat)` for every b, vectorised over the b that share datasets with a alike."""
+        todo = [b for b in dict.fromkeys(bs) if (a, b, stat) not in self._compared]
+        by_common: dict[frozenset, list[Entry]] = {}
+        for b in todo:
+            by_common.setdefault(frozenset(self.runs.get(a, {})) & frozenset(self.runs.get(b, {})), []).append(b)
+        for common, members in by_common.items():
+            st = stat.restrict(set(common))
+            used = sorted({d for part in st.parts for d, _ in part})
+            if not used:
+                nan = float("nan")
+                self._compared.update({(a, b, stat): Comparison(nan, nan, nan, nan, 0, False, 0) for b in members})
+                continue
+            for d in used:
+                self._prepare_pairs(a, members, d)
+            wanted = [(d, e) for part in st.parts for d, e in part]
+            complete = [b for b in members if all(e in self._pair[(a, b, d)][0] for d, e in wanted)]
+            if complete:
+                self._compare_group(a, complete, st, stat, used)
+            for b in members:
+                if b not in complete:
+                    self._compare_group(a, [b], st, stat, used)
+        return {b: self._compared[(a, b, stat)] for b in bs}
+
+    def _compare_group(self, a: Entry, members: list[Entry], st: Stat, stat: Stat, used: list[str]) -> None:
+        """Comparisons of a with `members` on `st` (restricted to `used` datasets), vectorised over members."""
+        pairs = {(b, d): self._pair[(a, b, d)] for b in members for d in used}
 
         def get(side: int):
-            return lambda d, e: pairs[d][side].get(e)
+            def one(d: str, e: str):
+                vals = [pairs[(b, d)][side].get(e) for b in members]
+                return None if any(v is None for v in vals) else np.stack([np.asarray(v) for v in vals])
+            return one
 
-        va, vb = float(stat.apply(get(2))), float(stat.apply(get(3)))
-        reps = np.asarray(stat.apply(get(0))) - np.asarray(stat.apply(get(1)))
-        lo, hi = stats.percentile_interval(reps)
-        infos = [pairs[d][4] for d in used]
-        return Comparison((va - vb) * 100, lo * 100, hi * 100, stats.p_value(reps), min(i["pairs"] for i in infos),
-                          all(i["matched"] for i in infos), len(used), va * 100, vb * 100)
+        k = len(members)
+        va = np.broadcast_to(np.asarray(st.apply(get(2)), dtype=np.float64), (k,))
+        vb = np.broadcast_to(np.asarray(st.apply(get(3)), dtype=np.float64), (k,))
+        reps = np.asarray(st.apply(get(0)), dtype=np.float64) - np.asarray(st.apply(get(1)), dtype=np.float64)
+        reps = reps if reps.ndim == 2 else np.full((k, 1), np.nan)
+        lo, hi = stats.percentile_intervals(reps)
+        p = stats.p_values(va - vb, reps)
+        for i, b in enumerate(members):
+            infos = [pairs[(b, d)][4] for d in used]
+            self._compared[(a, b, stat)] = Comparison(
+                float(va[i] - vb[i]) * 100, float(lo[i]) * 100, float(hi[i]) * 100, float(p[i]),
+                min(x["pairs"] for x in infos), all(x["matched"] for x in infos), len(used),
+                float(va[i]) * 100, float(vb[i]) * 100)
 
     def ties(self, entries: list[Entry], stat: Stat) -> tuple[Entry | None, dict[Entry, tuple[float, bool]]]:
         """(the best entry, every other entry → (Holm-adjusted p, tied with the best)). Tied = not significantly
@@ -202,7 +274,7 @@ class Uncertainty:
         if not values:
             return None, {}
         best = max(values, key=lambda e: values[e])
-        pvalues = {e: self.compare(best, e, stat).p for e in values if e != best}
+        pvalues = {e: c.p for e, c in self.compare_many(best, [e for e in values if e != best], stat).items()}
         decision = stats.holm({e: p for e, p in pvalues.items() if p == p})
         return best, {e: (p_adj, not rejected) for e, (p_adj, rejected) in decision.items()}
 
@@ -221,8 +293,9 @@ class Uncertainty:
 
 
 def _seed_mean(v: np.ndarray) -> float | None:
-    v = np.asarray(v, dtype=np.float64)
-    return None if v.size == 0 or np.isnan(v).all() else float(np.nanmean(v))
+    """The mean over seeds, skipping NaN (a seed without this evaluation); None when there is none."""
+    vals = [x for x in np.asarray(v, dtype=np.float64).tolist() if x == x]
+    return sum(vals) / len(vals) if vals else None
 
 
 # ------------------------------------------------------------------------------------ intervals for the tables
@@ -240,41 +313,38 @@ def _set(table: pd.DataFrame, col: str, values: list[tuple[float, float]]) -> No
 def add_intervals(tables: dict[str, pd.DataFrame], unc: Uncertainty) -> dict[str, pd.DataFrame]:
     """Add `<value>_lo`/`<value>_hi` (95 % bootstrap interval, %) beside each value of the summary tables
     (`bench.report.aggregate.summaries`), and `ci_basis` (seeds+images, images, seeds). In place; returns them."""
+    def fill(t: pd.DataFrame, protocol: str, cols: dict[str, list[Stat]], datasets: list[list[str]]) -> None:
+        entries = [_entry(r, protocol) for r in t[_ENTRY[:2] + ["method", "shots"]].to_dict("records")]
+        for col, stats_ in cols.items():
+            _set(t, col, unc.intervals(list(zip(entries, stats_))))
+        t["ci_basis"] = [unc.basis(e, ds) for e, ds in zip(entries, datasets)]
+
     if "fewshot" in tables:
         t = tables["fewshot"]
-        recs = t.to_dict("records")
-        _set(t, "mean", [unc.interval(_entry(r, "fewshot"), Stat.mean([(r["dataset"], "all")])) for r in recs])
-        t["ci_basis"] = [unc.basis(_entry(r, "fewshot"), [r["dataset"]]) for r in recs]
+        ds = [[d] for d in t["dataset"]]
+        fill(t, "fewshot", {"mean": [Stat.mean([(d[0], "all")]) for d in ds]}, ds)
     if "fewshot_avg" in tables:
         t = tables["fewshot_avg"]
-        recs = t.to_dict("records")
-        _set(t, "acc", [unc.interval(_entry(r, "fewshot"), Stat.mean([(d, "all") for d in _ds(r)])) for r in recs])
-        t["ci_basis"] = [unc.basis(_entry(r, "fewshot"), _ds(r)) for r in recs]
+        ds = [_ds(r) for r in t.to_dict("records")]
+        fill(t, "fewshot", {"acc": [Stat.mean([(d, "all") for d in x]) for x in ds]}, ds)
     for name, per in (("base2new", True), ("base2new_avg", False)):
-        if name not in tables:
-            continue
-        t = tables[name]
-        recs = t.to_dict("records")
-        sets = [[r["dataset"]] if per else _ds(r) for r in recs]
-        for col, stat in (("base", lambda ds: Stat.mean([(d, "base") for d in ds])),
-                          ("new", lambda ds: Stat.mean([(d, "new") for d in ds])),
-                          ("hm", lambda ds: Stat.hm([(d, "base") for d in ds], [(d, "new") for d in ds]))):
-            out = "hm" if col == "hm" else (f"{col}_mean" if per else col)
-            _set(t, out, [unc.interval(_entry(r, "base2new"), stat(ds)) for r, ds in zip(recs, sets)])
-        t["ci_basis"] = [unc.basis(_entry(r, "base2new"), ds) for r, ds in zip(recs, sets)]
+        if name in tables:
+            t = tables[name]
+            ds = [[d] for d in t["dataset"]] if per else [_ds(r) for r in t.to_dict("records")]
+            fill(t, "base2new", {
+                "base_mean" if per else "base": [Stat.mean([(d, "base") for d in x]) for x in ds],
+                "new_mean" if per else "new": [Stat.mean([(d, "new") for d in x]) for x in ds],
+                "hm": [Stat.hm([(d, "base") for d in x], [(d, "new") for d in x]) for x in ds]}, ds)
     for proto in ("xd", "dg"):
-        if proto not in tables:
-            continue
-        t = tables[proto]
-        recs = t.to_dict("records")
-        targets = t[t["eval"].ne("source") & t["eval"].ne("target_avg")].groupby(
-            ["backbone", "pretrained", "method", "dataset", "shots"])["eval"].agg(list).to_dict()
-        stats_ = [Stat.mean([(r["dataset"], e) for e in (targets.get((r["backbone"], r["pretrained"], r["method"],
-                                                                        r["dataset"], r["shots"]), [])
-                                                           if r["eval"] == "target_avg" else [r["eval"]])])
-                  for r in recs]
-        _set(t, "mean", [unc.interval(_entry(r, proto), s) for r, s in zip(recs, stats_)])
-        t["ci_basis"] = [unc.basis(_entry(r, proto), [r["dataset"]]) for r in recs]
+        if proto in tables:
+            t = tables[proto]
+            recs = t.to_dict("records")
+            targets = t[t["eval"].ne("source") & t["eval"].ne("target_avg")].groupby(
+                ["backbone", "pretrained", "method", "dataset", "shots"])["eval"].agg(list).to_dict()
+            key = [(r["backbone"], r["pretrained"], r["method"], r["dataset"], r["shots"]) for r in recs]
+            stats_ = [Stat.mean([(r["dataset"], e) for e in (targets.get(k, []) if r["eval"] == "target_avg"
+                                                              else [r["eval"]])]) for r, k in zip(recs, key)]
+            fill(t, proto, {"mean": stats_}, [[r["dataset"]] for r in recs])
     return tables
 
 
