@@ -156,3 +156,20 @@ def test_zero_shot_pairs_with_every_seed(tmp_path: Path) -> None:
     table = compare_methods(load_results(tmp_path).frame, "coop", "zeroshot")
     row = table.iloc[0]
     assert (row["shots"], row["seeds"], bool(row["image_paired"])) == (4, 3, True) and row["lo"] > 0
+
+
+def test_shared_test_set_is_not_averaged_away(tmp_path: Path) -> None:
+    """Seeds evaluated on the same images: identical seeds leave the test-set uncertainty of one seed (crossed
+    design), and without predictions the seeds are taken as fully correlated (the conservative choice)."""
+    right = np.random.default_rng(2).random(800) < 0.7
+    for seed in (1, 2, 3):
+        write_result(tmp_path / "same", "B", "dtd", seed=seed, predictions={"all": right})
+    write_result(tmp_path / "one", "B", "dtd", seed=1, predictions={"all": right})
+    for seed in (1, 2, 3):
+        write_result(tmp_path / "old", "B", "dtd", seed=seed, metrics={"all": 70.0})
+    widths = {}
+    for name in ("same", "one", "old"):
+        t = summaries(load_results(tmp_path / name))["fewshot"].iloc[0]
+        widths[name] = t["mean_hi"] - t["mean_lo"]
+    assert widths["same"] == pytest.approx(widths["one"], rel=0.1)          # 3 identical seeds = 1 seed
+    assert widths["old"] > 0.9 * widths["one"]                               # n = 1000, seeds fully correlated

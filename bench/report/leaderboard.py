@@ -206,9 +206,10 @@ def notes(ctx: Ctx) -> list[str]:
              "- Zero-shot rows (K = 0) appear as the baseline in every K section; ΔHM is relative to them, and its "
              "[interval] is the paired 95% interval of the HM difference.",
              f"- [lo, hi] is the {stats.LEVEL:.0%} interval of the value: a two-level bootstrap that resamples seeds, "
-             "then the test images of each drawn seed (B = " f"{stats.B}" "; the same resamples give the intervals "
-             "of dataset averages and HMs; procedure in docs/DESIGN.md). With one seed an interval covers the test "
-             "images only" + (f" ({basis['images']} group(s) here)" if basis["images"] else "") + "; where a "
+             "then the test images (one resample for all seeds: they saw the same images; B = " f"{stats.B}" "; "
+             "the same resamples give the intervals of dataset averages and HMs; procedure in docs/DESIGN.md). "
+             "Without predictions.npz a method's seeds count as fully correlated on the images (conservative). "
+             "With one seed an interval covers the test images only" + (f" ({basis['images']} group(s) here)" if basis["images"] else "") + "; where a "
              "result.json has no image count, the seeds only" + (f" ({basis['seeds']} group(s) here)" if
                                                                   basis["seeds"] else "") + ".",
              f"- {TIE} marks a value statistically tied with the column's best: {stats.TEST_NAME} of the difference "

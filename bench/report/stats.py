@@ -7,15 +7,15 @@ Usage:
     >>> reps = marginal(a, rng_for("example"))            # {"all": (B,) replicates of the seed-mean accuracy}
     >>> percentile_interval(reps["all"])                  # 95 % interval, as fractions
 
-The procedure (docs/DESIGN.md, "Uncertainty"): a two-level bootstrap. Level 1 resamples the seeds of a
-(method, dataset, protocol, K) group with replacement, the same seed draw for every evaluation of the cell
-(Base and New, source and targets). Level 2 resamples the N test images of each drawn seed with replacement;
-the mean of N resampled right/wrong outcomes is drawn from its exact large-sample (multinomial → normal) form:
-p + sqrt(p(1 - p)/N)·z for one method, and for two methods on the same images the pair of accuracies with the
-covariance (p11 - pA·pB)/N of their 2×2 right/wrong table, so paired comparisons keep the correlation between
-methods. A replicate of any statistic (a dataset average, an HM) is that statistic of the per-dataset
-replicates. Every draw comes from a generator seeded by SEED and the group's key, so tables are reproducible
-and one group's numbers do not depend on which other groups exist.
+The procedure (docs/DESIGN.md, "Uncertainty"): a two-level bootstrap over the crossed design seeds × test
+images. Level 1 resamples the seeds of a (method, dataset, protocol, K) group with replacement, one draw for
+every evaluation of the cell (Base and New, source and targets). Level 2 resamples the N test images with
+replacement, the same resample for every run (all seeds, both methods of a comparison: they were evaluated on
+the same images). The resampled runs' accuracies are drawn from their exact large-sample form, a normal with
+the multinomial covariance (p_uv − p_u·p_v)/N of the runs' right/wrong outcomes, p_uv taken from the per-image
+predictions; so the replicate keeps the agreement between seeds and between methods on the same images. A
+replicate of any statistic (a dataset average, an HM) is that statistic of the per-dataset replicates. Every
+draw comes from a generator seeded by SEED and the group's key, so tables are reproducible.
 """
 
 from __future__ import annotations
@@ -56,24 +56,49 @@ def rng_for(*key: object) -> np.random.Generator:
     return np.random.default_rng([SEED, int.from_bytes(h[:8], "little")])
 
 
-def _sd(p: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """Standard deviation of the mean of n resampled right/wrong outcomes with accuracy p (0 where n unknown)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        sd = np.sqrt(np.clip(p * (1.0 - p), 0.0, None) / n)
-    return np.where(n > 0, sd, 0.0)
-
-
 def seed_draw(rng: np.random.Generator, s: int, b: int = B) -> np.ndarray:
     """(b, s) indices: each replicate draws s seeds out of s with replacement."""
     return rng.integers(0, s, size=(b, s))
 
 
-def _draw(p: np.ndarray, sd: np.ndarray, idx: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """(..., b) replicates from (..., s) accuracies and image-level sds: per replicate, the mean over the drawn
-    seeds `idx` (b, s) of p + sd·z (z: (..., b, s)), clipped to [0, 1]; NaN accuracies (no such run) skipped."""
-    x = p[..., idx] + sd[..., idx] * z
-    if not (np.nan_to_num(p - 6 * sd, nan=0.5) >= 0).all() or not (np.nan_to_num(p + 6 * sd, nan=0.5) <= 1).all():
-        x = np.clip(x, 0.0, 1.0)
+def joint_matrix(p: np.ndarray, n: np.ndarray, correct: list, digest: list, owner: list) -> tuple[np.ndarray, bool]:
+    """The (U, U) image-level covariance of U runs' mean right/wrong outcomes: Σ_uv = (p_uv − p_u·p_v)/N, with
+    p_uv the fraction of test images both runs get right (from their per-image correctness on the same images).
+    Where that is unknown (no predictions, other images): runs of one method (`owner`) count as fully correlated
+    (ρ = 1, the largest variance their accuracies allow), runs of two methods as independent (ρ = 0).
+    Returns (Σ, whether every pair of runs of different owners was matched image by image)."""
+    p = np.nan_to_num(np.asarray(p, dtype=np.float64))
+    sd = np.sqrt(np.clip(p * (1.0 - p), 0.0, None))
+    owner = np.asarray(owner)
+    cov = np.where(owner[:, None] == owner[None, :], np.outer(sd, sd), 0.0)
+    groups: dict[str, list[int]] = {}
+    for u, (c, d) in enumerate(zip(correct, digest)):
+        if c is not None and d is not None:
+            groups.setdefault(d, []).append(u)
+    for units in groups.values():
+        x = np.stack([correct[u] for u in units]).astype(np.float32)
+        cov[np.ix_(units, units)] = (x @ x.T) / x.shape[1] - np.outer(p[units], p[units])
+    known = {u for units in groups.values() for u in units}
+    same = {frozenset((u, v)) for units in groups.values() for u in units for v in units}
+    matched = all(frozenset((u, v)) in same for u in range(len(p)) for v in range(len(p))
+                  if owner[u] != owner[v]) and len(known) == len(p)
+    n = np.asarray(n, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.where((n[:, None] > 0) & (n[None, :] > 0), 1.0 / np.sqrt(n[:, None] * n[None, :]), 0.0)
+    return cov * scale, matched
+
+
+def _root(cov: np.ndarray) -> np.ndarray:
+    """R with R·Rᵀ = cov for (..., U, U) positive semi-definite matrices (eigenvalues clipped at 0)."""
+    w, v = np.linalg.eigh(cov)
+    return (v * np.sqrt(np.clip(w, 0.0, None))[..., None, :]).astype(np.float32)
+
+
+def _replicates(p: np.ndarray, z: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """(..., b) replicates: per replicate the mean over drawn runs idx (b, s) of p + z, z: (..., b, U) image-level
+    noise of every run (the same resampled images for all runs), clipped to [0, 1]; NaN runs skipped."""
+    rows = np.arange(idx.shape[0])[:, None]
+    x = np.clip(p[..., idx] + z[..., rows, idx], 0.0, 1.0)
     if np.isnan(p).any():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -82,13 +107,17 @@ def _draw(p: np.ndarray, sd: np.ndarray, idx: np.ndarray, z: np.ndarray) -> np.n
 
 
 def marginal(runs: Runs, rng: np.random.Generator, b: int = B) -> dict[str, np.ndarray]:
-    """Replicates of the seed-mean accuracy of every evaluation (shared seed draw), as float32 fractions."""
-    idx = seed_draw(rng, len(runs.seeds), b)
-    evals = runs.evals
-    p = np.stack([runs.acc[e] for e in evals]).astype(np.float32)
-    sd = _sd(p, np.stack([runs.n[e] for e in evals])).astype(np.float32)
-    z = rng.standard_normal((len(evals), *idx.shape), dtype=np.float32)
-    return dict(zip(evals, _draw(p, sd, idx, z)))
+    """Replicates of the seed-mean accuracy of every evaluation: one seed draw shared by the evaluations, and
+    per evaluation one image resample shared by all seeds (their correlation from the per-image predictions)."""
+    s = len(runs.seeds)
+    idx = seed_draw(rng, s, b)
+    out = {}
+    for e in runs.evals:
+        cov, _ = joint_matrix(runs.acc[e], runs.n[e], runs.correct.get(e) or [None] * s,
+                              runs.digest.get(e) or [None] * s, [0] * s)
+        z = rng.standard_normal((b, s), dtype=np.float32) @ _root(cov).T
+        out[e] = _replicates(runs.acc[e].astype(np.float32), z, idx)
+    return out
 
 
 def align(a: Runs, b: Runs, a_fixed: bool = False, b_fixed: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -103,45 +132,34 @@ def align(a: Runs, b: Runs, a_fixed: bool = False, b_fixed: bool = False) -> tup
             np.array([b.seeds.index(s) for s in common], dtype=int))
 
 
-def joint_right(a: Runs, b: Runs, e: str, ia: np.ndarray, ib: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Per aligned pair, the fraction of test images both get right (p11), and whether every pair could be
-    matched image by image (both have predictions of the same images); unmatched pairs get p11 = pA·pB."""
-    pa, pb = a.acc[e][ia], b.acc[e][ib]
-    p11, matched = pa * pb, True
-    ca, cb = a.correct.get(e), b.correct.get(e)
-    da, db = a.digest.get(e), b.digest.get(e)
-    for j, (i, k) in enumerate(zip(ia, ib)):
-        if ca is None or cb is None or ca[i] is None or cb[k] is None or da[i] is None or da[i] != db[k]:
-            matched = False
-            continue
-        p11[j] = float(np.count_nonzero(ca[i] & cb[k])) / len(ca[i])
-    return p11, matched
+def _units(r: Runs, e: str, ix: np.ndarray) -> tuple[list, list]:
+    c, d = r.correct.get(e), r.digest.get(e)
+    return ([c[i] for i in ix] if c else [None] * len(ix)), ([d[i] for i in ix] if d else [None] * len(ix))
 
 
 def paired_many(a: Runs, others: list[Runs], rng: np.random.Generator, ia: np.ndarray, ib: np.ndarray,
                 evals: list[str], b_reps: int = B) -> tuple[np.ndarray, np.ndarray, list[bool]]:
     """Joint replicates of A against each of `others`, all aligned alike (runs ia of A with runs ib of each
-    other, see `align`) over the same `evals`: one seed draw, A's image-level noise z1 and, per other, noise
-    correlated with z1 as their 2×2 right/wrong table says. Returns (reps of A (E, b), reps of the others
-    (K, E, b), per other: matched image by image everywhere)."""
-    idx = seed_draw(rng, len(ia), b_reps)
-    pa = np.stack([a.acc[e][ia] for e in evals])                                  # (E, s)
-    na = np.stack([a.n[e][ia] for e in evals])
-    pb = np.stack([np.stack([o.acc[e][ib] for e in evals]) for o in others])     # (K, E, s)
-    nb = np.stack([np.stack([o.n[e][ib] for e in evals]) for o in others])
-    joint = [[joint_right(a, o, e, ia, ib) for e in evals] for o in others]
-    p11 = np.array([[j[0] for j in row] for row in joint])
-    sa, sb = np.sqrt(np.clip(pa * (1 - pa), 0, None)), np.sqrt(np.clip(pb * (1 - pb), 0, None))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rho = np.where((sa > 0) & (sb > 0) & (na == nb), (p11 - pa * pb) / (sa * sb), 0.0)
-    rho = np.nan_to_num(np.clip(rho, -1.0, 1.0)).astype(np.float32)
-    z1 = rng.standard_normal((len(evals), *idx.shape), dtype=np.float32)
-    z2 = rng.standard_normal((len(others), len(evals), *idx.shape), dtype=np.float32)
-    r = rho[..., idx]
-    zb = r * z1 + np.sqrt(1.0 - r * r) * z2
-    ra = _draw(pa.astype(np.float32), _sd(pa, na).astype(np.float32), idx, z1)
-    rb = _draw(pb.astype(np.float32), _sd(pb, nb).astype(np.float32), idx, zb)
-    return ra, rb, [all(j[1] for j in row) for row in joint]
+    other, see `align`) over the same `evals`: one seed draw over the aligned pairs, and per evaluation one image
+    resample shared by all 2s runs of the pair (their covariance from the per-image predictions, `joint_matrix`).
+    Returns (reps of A (K, E, b), reps of the others (K, E, b), per other: matched image by image everywhere)."""
+    s, k = len(ia), len(others)
+    idx = seed_draw(rng, s, b_reps)
+    covs, matched = np.zeros((k, len(evals), 2 * s, 2 * s)), [True] * k
+    for j, o in enumerate(others):
+        for i, e in enumerate(evals):
+            ca, da = _units(a, e, ia)
+            cb, db = _units(o, e, ib)
+            p = np.concatenate([a.acc[e][ia], o.acc[e][ib]])
+            covs[j, i], ok = joint_matrix(p, np.concatenate([a.n[e][ia], o.n[e][ib]]), ca + cb, da + db,
+                                          [0] * s + [1] * s)
+            matched[j] &= ok
+    z = rng.standard_normal((k, len(evals), b_reps, 2 * s), dtype=np.float32) @ np.swapaxes(_root(covs), -1, -2)
+    pa = np.stack([a.acc[e][ia] for e in evals]).astype(np.float32)                       # (E, s)
+    pb = np.stack([np.stack([o.acc[e][ib] for e in evals]) for o in others]).astype(np.float32)   # (K, E, s)
+    ra = _replicates(np.broadcast_to(pa, (k, *pa.shape)), z[..., :s], idx)
+    rb = _replicates(pb, z[..., s:], idx)
+    return ra, rb, matched
 
 
 def paired(a: Runs, b: Runs, rng: np.random.Generator, a_fixed: bool = False, b_fixed: bool = False,
@@ -153,7 +171,7 @@ def paired(a: Runs, b: Runs, rng: np.random.Generator, a_fixed: bool = False, b_
     if not len(ia) or not evals:
         return {}, {}, {"pairs": 0, "matched": False}
     ra, rb, matched = paired_many(a, [b], rng, ia, ib, evals, b_reps)
-    return dict(zip(evals, ra)), dict(zip(evals, rb[0])), {"pairs": len(ia), "matched": matched[0]}
+    return dict(zip(evals, ra[0])), dict(zip(evals, rb[0])), {"pairs": len(ia), "matched": matched[0]}
 
 
 def percentile_interval(reps: np.ndarray, level: float = LEVEL) -> tuple[float, float]:

@@ -148,7 +148,7 @@ class Uncertainty:
         """What an interval accounts for: 'seeds+images', 'images' (one seed) or 'seeds' (image counts unknown)."""
         runs = [r for d, r in self.runs.get(entry, {}).items() if d in set(datasets)]
         one_seed = all(len(r.seeds) == 1 for r in runs)
-        no_n = any((v <= 0).any() for r in runs for v in r.n.values())
+        no_n = any(((r.n[e] <= 0) & ~np.isnan(r.acc[e])).any() for r in runs for e in r.evals)
         return "seeds" if no_n else "images" if one_seed else "seeds+images"
 
     def basis_counts(self) -> dict[str, int]:
@@ -162,6 +162,7 @@ class Uncertainty:
     def _marginal(self, entry: Entry, dataset: str) -> dict[str, np.ndarray]:
         key = (*entry, dataset)
         if key not in self._marg:
+            self._load_correct()
             self._marg[key] = stats.marginal(self.runs[entry][dataset], stats.rng_for("marginal", *key), self.b)
         return self._marg[key]
 
@@ -210,7 +211,7 @@ class Uncertainty:
             point_a = {e: _seed_mean(ra.acc[e][ia]) for e in evals}
             for k, b in enumerate(members):
                 rb = self.runs[b][d]
-                self._pair[(a, b, d)] = (dict(zip(evals, reps_a)), dict(zip(evals, reps_b[k])), point_a,
+                self._pair[(a, b, d)] = (dict(zip(evals, reps_a[k])), dict(zip(evals, reps_b[k])), point_a,
                                          {e: _seed_mean(rb.acc[e][ib]) for e in evals},
                                          {"pairs": len(ia), "matched": matched[k]})
 
