@@ -173,3 +173,23 @@ def test_shared_test_set_is_not_averaged_away(tmp_path: Path) -> None:
         widths[name] = t["mean_hi"] - t["mean_lo"]
     assert widths["same"] == pytest.approx(widths["one"], rel=0.1)          # 3 identical seeds = 1 seed
     assert widths["old"] > 0.9 * widths["one"]                               # n = 1000, seeds fully correlated
+
+
+def test_cli_compare(tmp_path: Path, capsys) -> None:
+    import argparse
+
+    from bench.cli import compare
+    from bench.errors import BenchError
+
+    abc_tree(tmp_path, n=500)
+    parser = argparse.ArgumentParser()
+    compare.add_arguments(parser)
+    assert compare.execute(parser.parse_args(["A", "B", "--results", str(tmp_path)])) == 0
+    out = capsys.readouterr().out
+    assert "A − B · ViT-B-16-quickgelu/openai · fewshot · K=16" in out and "95% CI" in out
+    assert re.search(r"average\s+all\s+[\d.]+\s+[\d.]+\s+\+\d+\.\d\d\s+\[\+", out)       # A better: interval > 0
+    assert compare.execute(parser.parse_args(["B", "C", "--results", str(tmp_path), "--format", "csv",
+                                              "--datasets", "dtd"])) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("backbone,pretrained,protocol,shots,dataset,eval")
+    with pytest.raises(BenchError, match="method 'D' has no completed result here; available: A, B, C"):
+        compare.execute(parser.parse_args(["A", "D", "--results", str(tmp_path)]))
