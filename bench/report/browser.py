@@ -1,7 +1,7 @@
 """Drive a headless Chromium on LEADERBOARD.html: dump the DOM after the page's self-test, or take a screenshot.
 
 Usage:
-    $ python -m bench.report.browser screenshot results/LEADERBOARD.html docs/example/leaderboard.png
+    $ python -m bench.report.browser screenshot results/LEADERBOARD.html docs/example/leaderboard.png [W H]
     >>> from bench.report.browser import find_chromium, selftest
     >>> selftest(find_chromium(), Path("results/LEADERBOARD.html"))    # what ?selftest=1 recorded (a dict)
 
@@ -61,12 +61,12 @@ def selftest(exe: str, page: Path) -> dict:
     return json.loads(html.unescape(m.group(1)))
 
 
-def screenshot(exe: str, page: Path, out: Path, width: int = 1400, height: int = 2000) -> Path:
-    """A PNG of the top `width`×`height` pixels of `page`."""
+def screenshot(exe: str, page: Path, out: Path, width: int = 1400, height: int = 2000, query: str = "ci=1") -> Path:
+    """A PNG of the top `width`×`height` pixels of `page` (`query`: ci=1 shows the intervals inline)."""
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     proc = _run(exe, [f"--window-size={width},{height}", "--virtual-time-budget=5000", f"--screenshot={out}",
-                      Path(page).resolve().as_uri()], 120)
+                      Path(page).resolve().as_uri() + (f"?{query}" if query else "")], 120)
     if proc.returncode != 0 or not out.is_file():
         raise BenchError(f"chromium --screenshot failed ({proc.returncode}): {proc.stderr.strip()[-300:]}")
     return out

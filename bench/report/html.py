@@ -7,8 +7,8 @@ Usage:
 The page needs no network: CSS and JavaScript are inline (templates/leaderboard.css, leaderboard.js, plain JS),
 plots are embedded as base64 data URIs. Tables sort by clicking a header (reference rows move with their
 method); every value carries its 95 % interval and tie test in a hover text, and a checkbox shows the intervals
-inline. `?selftest=1` makes the page sort a table and record what it saw in `<body data-selftest>`, so a headless
-browser (`chromium --headless --dump-dom`) can check it (tests/test_html_browser.py).
+inline (`?ci=1` ticks it on load). `?selftest=1` makes the page sort a table and record what it saw in
+`<body data-selftest>`, so a headless browser (`chromium --headless --dump-dom`) can check it (tests/test_html.py).
 """
 
 from __future__ import annotations

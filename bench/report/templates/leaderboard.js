@@ -50,6 +50,10 @@
   });
   var box = document.getElementById("show-ci");
   if (box) box.addEventListener("change", function () { document.body.classList.toggle("show-ci", box.checked); });
+  if (box && /[?&]ci=1\b/.test(window.location.search)) {      // ?ci=1: intervals shown from the start
+    box.checked = true;
+    document.body.classList.add("show-ci");
+  }
 
   // ?selftest=1: sort one table by a number column and record what the page shows, for the browser test.
   function selftest() {
