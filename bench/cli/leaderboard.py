@@ -18,11 +18,14 @@ examples:
   bench leaderboard results -o docs/LEADERBOARD.md --no-plots
   bench leaderboard results --format json            # results/leaderboard.json (machine-readable)
   bench leaderboard results --format csv -o board.csv
+  bench leaderboard --results /scratch/me/results    # the --results root of `bench run`
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("results", nargs="?", default="results", help="results root (default: results)")
+    from bench.cli._results_arg import add_results_arguments
+
+    add_results_arguments(parser)
     parser.add_argument("-o", "--output", metavar="PATH",
                         help="output file (default: <results>/LEADERBOARD.md, leaderboard.csv or leaderboard.json)")
     parser.add_argument("--format", choices=["md", "csv", "json"], default="md", help="output format (md)")
@@ -30,9 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
+    from bench.cli._results_arg import results_root
     from bench.leaderboard import write_leaderboard
 
-    out = write_leaderboard(Path(args.results), Path(args.output) if args.output else None, args.format,
+    out = write_leaderboard(results_root(args), Path(args.output) if args.output else None, args.format,
                             plots=not args.no_plots)
     print(f"wrote {out}", file=sys.stderr)
     return 0
