@@ -1,13 +1,16 @@
-"""Operations: every read verb takes --results like `bench run`."""
+"""Operations: every read verb takes --results like `bench run`; SLURM profiles ship in the package."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 from result_fixtures import plan_cell, write_result, write_sweep
 
+from bench import profiles
 from bench.cli import main
+from bench.errors import BenchError
 
 REPO = Path(__file__).resolve().parents[1]
 READ_VERBS = ["status", "verify", "leaderboard", "aggregate", "analyze"]
@@ -45,3 +48,40 @@ def test_read_verbs_refuse_a_missing_or_ambiguous_root(tmp_path, verb, capsys):
 def test_verify_status_counts_with_the_flag(tree, capsys):
     assert main(["verify", "--results", str(tree), "--no-hashes"]) == 1      # the fixture's artifact is absent
     assert "artifact trainable recorded in result.json is missing" in capsys.readouterr().out
+
+
+# ---- SLURM profiles ----
+
+def test_profiles_resolve_from_the_package_without_the_source_tree(tmp_path, monkeypatch):
+    shipped = tmp_path / "site-packages" / "bench" / "_profiles"
+    shutil.copytree(REPO / "slurm" / "profiles", shipped)
+    monkeypatch.setattr(profiles, "SHIPPED_DIRS", [shipped, tmp_path / "no-checkout" / "slurm" / "profiles"])
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("BENCH_PROFILES_PATH", raising=False)
+    assert profiles.find_profile("local") == shipped / "local.yaml"
+    assert profiles.slurm_options("local", timeout_min=5).partition == "debug"
+    with pytest.raises(BenchError, match="available: gpu-cluster.example, local"):
+        profiles.find_profile("nosuch")
+
+
+def test_user_profiles_come_first(tmp_path, monkeypatch):
+    user = tmp_path / "config" / "bench" / "profiles"
+    user.mkdir(parents=True)
+    (user / "local.yaml").write_text("partition: mine\n")
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "team.yaml").write_text("partition: team\ncells_per_job: 4\n")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("BENCH_PROFILES_PATH", str(extra))
+    assert profiles.slurm_options("local").partition == "mine"
+    assert profiles.slurm_options("team").cells_per_job == 4
+    assert profiles.slurm_options(str(extra / "team.yaml"), cells_per_job=2).cells_per_job == 2
+
+
+def test_the_wheel_ships_the_profiles():
+    tomllib = pytest.importorskip("tomllib")
+    conf = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "bench._profiles" in conf["packages"]
+    assert conf["package-dir"]["bench._profiles"] == "slurm/profiles"
+    assert conf["package-data"]["bench._profiles"] == ["*.yaml"]
+    assert profiles.SHIPPED_DIRS[0] == Path(profiles.__file__).resolve().parent / "_profiles"

@@ -22,7 +22,8 @@ def add_arguments(p) -> None:
     e.add_argument("--retry-failed", action="store_true", help="run only the cells whose last result failed")
     e.add_argument("--no-leaderboard", action="store_true", help="do not regenerate results/LEADERBOARD.md")
     s = p.add_argument_group("slurm (flags override --profile)")
-    s.add_argument("--profile", help="slurm/profiles/<name>.yaml or a YAML path")
+    s.add_argument("--profile", help="a profile name (shipped: local, gpu-cluster.example; yours in "
+                                     "~/.config/bench/profiles or BENCH_PROFILES_PATH) or a YAML path")
     for flag, typ in (("partition", str), ("gpus-per-node", int), ("cpus-per-task", int), ("mem-gb", float),
                       ("timeout-min", int), ("account", str), ("qos", str), ("array-parallelism", int),
                       ("cells-per-job", int), ("max-array-size", int)):
@@ -32,14 +33,11 @@ def add_arguments(p) -> None:
 
 
 def _slurm_options(args):
-    from bench.executors.slurm import SlurmOptions, load_profile
+    from bench.profiles import slurm_options
 
-    raw = load_profile(args.profile) if args.profile else {}
-    for key in ("partition", "gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min", "account", "qos",
-                "array_parallelism", "cells_per_job", "max_array_size", "setup"):
-        if getattr(args, key) is not None:
-            raw[key] = getattr(args, key)
-    return SlurmOptions(**raw)
+    keys = ("partition", "gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min", "account", "qos",
+            "array_parallelism", "cells_per_job", "max_array_size", "setup")
+    return slurm_options(args.profile, **{k: getattr(args, k) for k in keys})
 
 
 def execute(args) -> int:
