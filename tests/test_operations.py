@@ -1,4 +1,5 @@
-"""Operations: every read verb takes --results like `bench run`; SLURM profiles ship in the package."""
+"""Operations: every read verb takes --results like `bench run`; SLURM profiles ship in the package; a refused run
+records no sweep."""
 
 from __future__ import annotations
 
@@ -85,3 +86,27 @@ def test_the_wheel_ships_the_profiles():
     assert conf["package-dir"]["bench._profiles"] == "slurm/profiles"
     assert conf["package-data"]["bench._profiles"] == ["*.yaml"]
     assert profiles.SHIPPED_DIRS[0] == Path(profiles.__file__).resolve().parent / "_profiles"
+
+
+# ---- a refused run records no sweep ----
+
+def test_a_run_that_fails_its_backbone_check_records_no_sweep(toy, tmp_path, capsys):
+    r = tmp_path / "r"
+    argv = ["run", "--methods", "coop", "--datasets", "toy", "--backbone", "ViT-B-32", "--pretrained", "openai",
+            "--data-root", str(toy), "--shots", "1", "--seeds", "1", "--results", str(r), "--no-leaderboard"]
+    for _ in range(2):
+        assert main(argv) == 2
+    assert "cannot fetch pretrained weights" in capsys.readouterr().err
+    assert not list(r.glob("sweeps/*.json"))
+    assert main(["status", "--results", str(r)]) == 0
+    assert "0 cells" in capsys.readouterr().out
+
+
+def test_a_slurm_run_without_sbatch_records_no_sweep(toy, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))                # no sbatch
+    r = tmp_path / "r"
+    code = main(["run", "--suite", "toy", "--methods", "clipfit", "--datasets", "toy", "--data-root", str(toy),
+                 "--shots", "1", "--seeds", "1", "--results", str(r), "--executor", "slurm", "--profile", "local",
+                 "--no-leaderboard"])
+    assert code == 2 and "needs sbatch on PATH" in capsys.readouterr().err
+    assert not list(r.glob("sweeps/*.json"))

@@ -52,6 +52,7 @@ def execute(args) -> int:
     cells = expand(grid)
     spec = resolve_backbone(grid.backbone, grid.pretrained, grid.activation)   # the notice, if any: _check_backbone
     store = ResultStore(args.results)
+    store.check_writable()
     status = {c["cell_id"]: store.status(c) for c in cells}
     if args.retry_failed:
         todo = [c for c in cells if status[c["cell_id"]] == "failed"]
@@ -64,14 +65,17 @@ def execute(args) -> int:
              "cells": [{"cell_id": c["cell_id"], **{k: c["config"][k] for k in keys}} for c in cells], "jobs": {}}
     print(f"{len(cells)} cells, {len(cells) - len(todo)} already complete, {len(todo)} to run "
           f"({spec.label}/{spec.weights_label}, {spec.activation}; results in {args.results})", flush=True)
-    store.write_sweep(sweep)
+    cluster = bool(todo) and args.executor in ("slurm", "debug")
+    options = _slurm_options(args) if cluster else None
     if todo:
         _check_backbone(grid, load=args.executor == "local" and not args.gpus)
+    if not cluster:
+        store.write_sweep(sweep)                # only an accepted run is a sweep whose cells the leaderboard expects
     failed = 0
-    if todo and args.executor in ("slurm", "debug"):
+    if cluster:
         from bench.executors.slurm import submit, wait
 
-        jobs, sweep["jobs"] = submit(todo, args.results, _slurm_options(args), cluster=args.executor, force=args.force)
+        jobs, sweep["jobs"] = submit(todo, args.results, options, cluster=args.executor, force=args.force)
         store.write_sweep(sweep)
         print(f"submitted {len(todo)} cells as {len(jobs)} task(s); follow with: bench status {args.results}")
         if args.executor == "debug" or args.wait:
