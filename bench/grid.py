@@ -71,12 +71,17 @@ def dataset_splits(dataset: str, data_root: str):
     return read_splits(cards.dataset_card(dataset), Path(data_root))
 
 
-def fewshot_subset(dataset: str, data_root: str, shots: int, seed: int) -> tuple[list, list, str]:
-    """The few-shot (train, val) draw and the sha256 of its manifest (ImageNet has no few-shot val)."""
+def fewshot_draw(dataset: str, data_root: str, shots: int, seed: int) -> tuple[list, list, dict]:
+    """The few-shot (train, val) draw and its manifest (ImageNet has no few-shot val)."""
     card = cards.dataset_card(dataset)
     splits = dataset_splits(dataset, data_root)
     train, val = sample_fewshot(splits, shots, seed, has_val=card.kind != "imagenet")
-    obj = manifest(dataset, card.version, shots, seed, train, val, Path(data_root))
+    return train, val, manifest(dataset, card.version, shots, seed, train, val, Path(data_root))
+
+
+def fewshot_subset(dataset: str, data_root: str, shots: int, seed: int) -> tuple[list, list, str]:
+    """The few-shot (train, val) draw and the sha256 of its manifest."""
+    train, val, obj = fewshot_draw(dataset, data_root, shots, seed)
     return train, val, manifest_sha256(obj)
 
 

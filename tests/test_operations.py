@@ -1,8 +1,10 @@
 """Operations: every read verb takes --results like `bench run`; SLURM profiles ship in the package; a refused run
-records no sweep."""
+records no sweep; each cell's few-shot draw is saved beside its result.json."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -110,3 +112,28 @@ def test_a_slurm_run_without_sbatch_records_no_sweep(toy, tmp_path, monkeypatch,
                  "--no-leaderboard"])
     assert code == 2 and "needs sbatch on PATH" in capsys.readouterr().err
     assert not list(r.glob("sweeps/*.json"))
+
+
+# ---- the few-shot manifest beside result.json ----
+
+def test_the_fewshot_draw_is_saved_beside_the_result_and_verified(toy, tmp_path, capsys):
+    r = tmp_path / "r"
+    assert main(["run", "--suite", "toy", "--methods", "zeroshot,clipfit", "--datasets", "toy", "--data-root", str(toy),
+                 "--shots", "2", "--seeds", "1", "--results", str(r), "--no-leaderboard", "--set", "epochs=1",
+                 "--set", "batch_size=8"]) == 0
+    results = {json.loads(p.read_text())["config"]["method"]: p for p in r.rglob("result.json")}
+    res = json.loads(results["clipfit"].read_text())
+    path = results["clipfit"].parent / "fewshot_manifest.json"
+    data = path.read_bytes()
+    manifest = json.loads(data)
+    assert manifest["shots"] == 2 and manifest["seed"] == 1 and len(manifest["train"]) == 5
+    assert all(len(v) == 2 and not v[0].startswith("/") for v in manifest["train"].values())
+    assert res["artifacts"]["fewshot_manifest"] == {"path": "fewshot_manifest.json",
+                                                    "sha256": hashlib.sha256(data).hexdigest()}
+    assert hashlib.sha256(data).hexdigest() == res["data"]["manifest_sha256"]      # the hash in the cell id
+    assert not (results["zeroshot"].parent / "fewshot_manifest.json").exists()    # zero-shot draws nothing
+    capsys.readouterr()
+    assert main(["verify", "--results", str(r)]) == 0
+    path.write_bytes(data.replace(b'"seed":1', b'"seed":2'))
+    assert main(["verify", "--results", str(r)]) == 1
+    assert "artifact fewshot_manifest: sha256" in capsys.readouterr().out
