@@ -18,6 +18,7 @@ import difflib
 import functools
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,10 @@ def fewshot_draw(dataset: str, data_root: str, shots: int, seed: int) -> tuple[l
     """The few-shot (train, val) draw and its manifest (ImageNet has no few-shot val)."""
     card = cards.dataset_card(dataset)
     splits = dataset_splits(dataset, data_root)
+    largest = max(Counter(it.label for it in splits.train).values(), default=0)
+    if shots > largest:
+        raise BenchError(f"dataset '{dataset}': {shots} shots exceed every class (the largest has {largest} training "
+                         "images); pick shots up to that")
     train, val = sample_fewshot(splits, shots, seed, has_val=card.kind != "imagenet")
     return train, val, manifest(dataset, card.version, shots, seed, train, val, Path(data_root))
 
