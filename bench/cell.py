@@ -95,6 +95,8 @@ def _execute(cell: dict, run_dir: Path, result: dict) -> None:
     card, splits, train, val, sha, base_new_split = _prepare_data(cell)
     (train_items, val_items, train_names), evals = _evaluations(cell, card, splits, train, val, base_new_split)
     device = _device()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)             # each cell reports its own peak (cells share workers)
     tcfg = train_config(cfg["train"])
     bb = load_cell_backbone(cfg)                                # cached per process: may or may not draw RNG
     torch.manual_seed(cfg["seed"])                              # so seed after it: same init in any process
