@@ -47,9 +47,7 @@ def run_local(cells: list[dict], root: Path, force: bool = False, progress: bool
     """Run cells in this process. Sibling workers of one sweep share `claims`, a folder where each cell is
     claimed once, so a cell one of them finished is never run again (with --force too)."""
     from bench.cell import run_cell
-    from bench.results import ResultStore
 
-    store = ResultStore(root)
     counts: Counter = Counter()
     bar = tqdm(cells, desc="cells", unit="cell", disable=not progress, dynamic_ncols=True)
     for cell in bar:
