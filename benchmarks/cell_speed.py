@@ -26,16 +26,21 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def sweep(args, data: Path, cards: Path, fast: bool, root: Path) -> float:
+PATHS = {"slow": ["fast=false"], "fast": ["fast=true"], "fast+compile": ["fast=true", "compile=true"]}
+
+
+def sweep(args, data: Path, path: str, root: Path) -> float:
     from bench.cli import main as bench
 
     argv = ["run", "--backbone", args.backbone, "--pretrained", "none", "--datasets", "synth", "--data-root",
             str(data), "--methods", args.methods, "--shots", str(args.shots), "--seeds", args.seeds,
-            "--results", str(root), "--no-leaderboard", "--set", f"fast={'true' if fast else 'false'}",
-            "--set", f"epochs={args.epochs}", "--set", f"iters_per_shot={args.iters_per_shot}"]
+            "--results", str(root), "--no-leaderboard", "--set", f"epochs={args.epochs}",
+            "--set", f"iters_per_shot={args.iters_per_shot}"]
+    for setting in PATHS[path]:
+        argv += ["--set", setting]
     t0 = time.perf_counter()
     if bench(argv) != 0:
-        sys.exit(f"the {'fast' if fast else 'slow'} sweep failed; see bench status {root}")
+        sys.exit(f"the {path} sweep failed; see bench status {root}")
     return time.perf_counter() - t0
 
 
@@ -66,6 +71,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=2, help="epoch budget per cell (--set epochs)")
     p.add_argument("--iters-per-shot", type=int, default=2, help="iteration budget of LoRA / full FT per shot")
     p.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "bench-cell-speed")
+    p.add_argument("--compile", action="store_true", help="also run the fast path with --set compile=true")
     args = p.parse_args()
     from tabulate import tabulate
 
@@ -80,14 +86,15 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-cell-speed-"))
     os.environ["BENCH_DECODE_CACHE"] = str(work / "decoded")
     walls, tables = {}, {}
-    for name, fast in (("slow", False), ("fast", True)):
+    paths = ["slow", "fast"] + (["fast+compile"] if args.compile else [])
+    for name in paths:
         shutil.rmtree(work / "decoded", ignore_errors=True)
-        walls[name] = sweep(args, data, cards, fast, work / name)
+        walls[name] = sweep(args, data, name, work / name)
         tables[name] = summary(work / name)
         print(f"{name} sweep: {walls[name]:.1f} s", flush=True)
     rows = []
     for method in tables["slow"]:
-        for name in ("slow", "fast"):
+        for name in paths:
             r = tables[name][method]
             ips = sum(r["ips"]) / len(r["ips"]) if r["ips"] else 0.0
             acc = sum(r["acc"]) / len(r["acc"])
@@ -96,8 +103,8 @@ def main() -> None:
     print(f"\n{args.backbone} · {args.methods} × seeds {args.seeds} · K={args.shots} · {args.epochs} epoch(s)")
     print(tabulate(rows, headers=["method", "path", "data s", "train s", "eval s", "train img/s", "peak MiB",
                                   "mean acc"], tablefmt="github"))
-    print(f"\nsweep wall time: slow {walls['slow']:.1f} s, fast {walls['fast']:.1f} s → "
-          f"{walls['slow'] / walls['fast']:.2f}× (results in {work})")
+    print("\nsweep wall time: " + ", ".join(f"{n} {walls[n]:.1f} s" for n in paths)
+          + f"; fast vs slow {walls['slow'] / walls['fast']:.2f}× (results in {work})")
 
 
 if __name__ == "__main__":
