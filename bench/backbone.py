@@ -156,7 +156,8 @@ def _openai_state_dict(path: str, kind: str) -> dict[str, torch.Tensor]:
 
 
 def _build(spec: BackboneSpec, weights: str | None):
-    quick = {"quick_gelu": spec.activation == "quick_gelu"}
+    # force_quick_gelu edits the config before open_clip's tag check; quick_gelu=False overrides it after
+    quick = {"force_quick_gelu": True} if spec.activation == "quick_gelu" else {"quick_gelu": False}
     kind = sniff_weights(Path(weights)) if weights and Path(weights).is_file() else None
     if kind in ("torchscript", "openai_state_dict"):
         model = open_clip.create_model(spec.arch, pretrained=None, precision="fp32", device="cpu", **quick)
@@ -236,15 +237,40 @@ def token_embeddings(model, tokens: torch.Tensor) -> torch.Tensor:
     return model.token_embedding(tokens)
 
 
+def text_length(model, tokens: torch.Tensor) -> int:
+    """How many leading positions the text tower must see: up to the last end-of-text token of the batch, rounded
+    up to a multiple of 8. Exact under the causal mask (no position after a prompt's EOT can change its feature);
+    a tower without a causal mask or with another pooling keeps the full context."""
+    full = tokens.shape[1]
+    pool = getattr(model, "text_pool_type", None)
+    if getattr(model, "attn_mask", None) is None or pool not in ("argmax", "eos") or tokens.numel() == 0:
+        return full
+    eot = tokens.argmax(-1) if pool == "argmax" else (tokens == model.text_eos_id).int().argmax(-1)
+    return min(full, -(-(int(eot.max()) + 1) // 8) * 8)
+
+
+def truncate_tokens(model, tokens: torch.Tensor) -> torch.Tensor:
+    """(n, context) token ids → (n, L) with L = text_length (see there)."""
+    return tokens[:, :text_length(model, tokens)]
+
+
+def encode_text(model, tokens: torch.Tensor) -> torch.Tensor:
+    """`model.encode_text` for token ids of any length up to the context (see truncate_tokens)."""
+    return encode_text_embeddings(model, token_embeddings(model, tokens), tokens)
+
+
 def encode_text_embeddings(model, embeddings: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """The text tower from the embedding stage on: what `model.encode_text` does after its token lookup.
+    """The text tower from the embedding stage on: what `model.encode_text` does after its token lookup, for
+    sequences of L ≤ context positions (positional embedding and causal mask cut to L).
 
     embeddings: (n, L, width); tokens: (n, L) ids used only to find the end-of-text position.
     Returns (n, embed_dim) un-normalised text features.
     """
     cast_dtype = model.transformer.get_cast_dtype()
-    x = embeddings.to(cast_dtype) + model.positional_embedding.to(cast_dtype)
-    x = model.transformer(x, attn_mask=model.attn_mask)
+    length = embeddings.shape[1]
+    x = embeddings.to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
+    mask = model.attn_mask[:length, :length] if model.attn_mask is not None else None
+    x = model.transformer(x, attn_mask=mask)
     x = model.ln_final(x)
     x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
     proj = model.text_projection

@@ -105,7 +105,7 @@ def _execute(cell: dict, run_dir: Path, result: dict) -> None:
 
     from bench.backbone import load_cell_backbone
     from bench.checkpoint import save_tensors
-    from bench.evaluator import FeatureCache, evaluate
+    from bench.evaluator import EvalOptions, FeatureCache, evaluate
     from bench.methods import build_method
     from bench.trainer import autocast_dtype
     from bench.trainer import train as train_method
@@ -116,41 +116,66 @@ def _execute(cell: dict, run_dir: Path, result: dict) -> None:
         result["artifacts"]["fewshot_manifest"] = manifest
     (train_items, val_items, train_names), evals = _evaluations(cell, card, splits, train, val, base_new_split)
     device = _device()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)             # each cell reports its own peak (cells share workers)
+    tcfg = train_config(cfg["train"])
     bb = load_cell_backbone(cfg)                                # cached per process: may or may not draw RNG
     torch.manual_seed(cfg["seed"])                              # so seed after it: same init in any process
-    method = build_method(cfg["method"], bb, train_names, card.template, cfg["params"], dataset=card.name)
+    method = build_method(cfg["method"], bb, train_names, card.template, cfg["params"], dataset=card.name,
+                          truncate_text=tcfg.fast)
     result["data"] = {"manifest_sha256": sha, "n_train": len(train_items), "n_val": len(val_items),
                       "n_classes": len(splits.classnames), "classes": {e[0]: len(e[1]) for e in evals}}
-    tcfg = train_config(cfg["train"])
-    amp = autocast_dtype(tcfg, device)
     stats = None
     if method.trains:
         stats = train_method(method, train_items, tcfg, cfg["shots"], cfg["seed"], device, run_dir / "ckpt")
         result["resumed"] = stats.resumed_from_epoch is not None
     cache = FeatureCache(Path(result["_root"]) / "features") if method.frozen_image_tower else None
+    opts = EvalOptions(amp=autocast_dtype(tcfg, device), fast=tcfg.fast, batch_size=tcfg.test_batch_size,
+                       fast_batch_size=tcfg.eval_batch_size, num_workers=tcfg.num_workers)
     t0 = time.perf_counter()
-    metrics = {}
+    predictions = {}
     for name, classnames, items, dataset, template in evals:
         if not method.can_classify(classnames):       # a linear head cannot name new classes: reported as —
             result["skipped"][name] = f"{cfg['method']} cannot classify classes it was not trained on"
             continue
         if name != evals[0][0]:
             method.retarget(classnames, dataset, template)
-        metrics[name] = evaluate(method, items, device, tcfg.test_batch_size, tcfg.num_workers, cache, bb.id, amp)
-        logger.info("%s %s: acc %.2f macro-F1 %.2f (n=%d)", cfg["method"], name, metrics[name]["acc"],
-                    metrics[name]["macro_f1"], metrics[name]["n"])
-    result["metrics"] = metrics
+        ev = evaluate(method, items, device, opts, cache)
+        result["metrics"][name] = ev.metrics
+        predictions.update({f"{name}/{k}": v for k, v in ev.predictions.items()})
+        logger.info("%s %s: acc %.2f macro-F1 %.2f (n=%d)", cfg["method"], name, ev.metrics["acc"],
+                    ev.metrics["macro_f1"], ev.metrics["n"])
     total = sum(p.numel() for p in method.parameters())
-    result["cost"] = {"train_s": stats.train_s if stats else 0.0, "eval_s": time.perf_counter() - t0,
-                      "images_per_s": stats.images_per_s if stats else 0.0, "peak_mem_mb": _peak_mem_mb(device),
-                      "trainable_params": method.count_trainable(), "total_params": total,
-                      "device": _device_name(device), "iters": stats.iters if stats else 0}
+    result["cost"] = {"data_s": stats.data_s if stats else 0.0, "train_s": stats.train_s if stats else 0.0,
+                      "eval_s": time.perf_counter() - t0, "images_per_s": stats.images_per_s if stats else 0.0,
+                      "peak_mem_mb": _peak_mem_mb(device), "trainable_params": method.count_trainable(),
+                      "total_params": total, "device": _device_name(device), "iters": stats.iters if stats else 0}
+    result["artifacts"]["predictions"] = _save_predictions(run_dir / "predictions.npz", predictions)
     if method.trains and (method.count_trainable() < 5_000_000 or os.environ.get("BENCH_KEEP_FULL")):
         path = run_dir / "trainable.safetensors"
         save_tensors(path, method.trainable_state(), metadata={"cell_id": cell["cell_id"]})
-        import hashlib
+        result["artifacts"]["trainable"] = {"path": path.name, "sha256": _sha256(path)}
 
-        result["artifacts"]["trainable"] = {"path": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+def _save_predictions(path: Path, arrays: dict) -> dict:
+    """Per-image predictions of every evaluation, `<eval>/<field>` → array, in one compressed npz (atomic)."""
+    import numpy as np
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+    os.replace(tmp, path)
+    return {"path": path.name, "sha256": _sha256(path)}
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def run_cell(cell: dict, root: Path, force: bool = False) -> dict:

@@ -43,8 +43,12 @@ class TrainConfig:
     warmup_iters: int = 0                  # cosine_iter: linear warm-up from 0 over this many iterations
     min_lr: float = 0.0                    # cosine floor (CLIP-LoRA: 1e-6)
     precision: str = "auto"                # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16 | fp16 (fp32 master weights)
-    test_batch_size: int = 100
+    test_batch_size: int = 100             # slow path (Dassl's test batch)
+    eval_batch_size: int = 500             # fast path: batches read from the decoded test cache
     num_workers: int = 0
+    fast: bool = True                      # decode once, augment on the device, decoded test cache, prompts cut at
+                                           # their end-of-text token; false = the PIL/DataLoader path, full context
+    compile: bool = False                  # torch.compile the model for training (opt-in; see README)
     grad_clip: float | None = None
     rrc_scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop scale of the train transform
     ckpt_every: int = 1                    # epochs between training-state checkpoints
@@ -80,6 +84,7 @@ LIMITS: dict[str, Any] = {
     "min_lr": "[0, inf)",
     "precision": ["auto", "fp32", "bf16", "fp16"],
     "test_batch_size": "[1, inf)",
+    "eval_batch_size": "[1, inf)",
     "num_workers": "[0, inf)",
     "grad_clip": "(0, inf)",
     "rrc_scale": "(0, 1] ascending",
@@ -183,8 +188,9 @@ def resolve(method: str, dataset: str, protocol: str, shots: int, suite: dict[st
 
 
 def eval_settings(train: TrainConfig) -> dict[str, Any]:
-    """What identifies an evaluation-only cell (zero-shot): the autocast precision it evaluates under."""
-    return {"precision": train.precision}
+    """What identifies an evaluation-only cell (zero-shot): the autocast precision it evaluates under. (The fast
+    path evaluates the same pixels as the slow one, so `fast` is not part of it.)"""
+    return {"precision": train.precision, **({} if train.fast else {"fast": False})}
 
 
 def train_config(raw: dict[str, Any]) -> TrainConfig:

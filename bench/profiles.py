@@ -37,14 +37,15 @@ class SlurmOptions:
     array_parallelism: int = 64
     setup: list[str] = field(default_factory=list)      # shell lines before the task (module load, venv, ...)
     cells_per_job: int = 1
+    cells_per_gpu: int = 1                              # cells of a task run at once on its GPU (as memory allows)
     max_array_size: int | None = None                   # None: read MaxArraySize from scontrol
     max_num_timeout: int = 3                            # requeues after a time-out
     signal_delay_s: int = 120
 
 
 LIMITS = {"gpus_per_node": "[0, inf)", "cpus_per_task": "[1, inf)", "mem_gb": "(0, inf)", "timeout_min": "[1, inf)",
-          "array_parallelism": "[1, inf)", "cells_per_job": "[1, inf)", "max_array_size": "[1, inf)",
-          "max_num_timeout": "[0, inf)", "signal_delay_s": "[0, inf)"}
+          "array_parallelism": "[1, inf)", "cells_per_job": "[1, inf)", "cells_per_gpu": "[1, inf)",
+          "max_array_size": "[1, inf)", "max_num_timeout": "[0, inf)", "signal_delay_s": "[0, inf)"}
 FIELDS = settings.dataclass_fields(SlurmOptions, LIMITS)
 
 

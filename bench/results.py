@@ -333,7 +333,7 @@ def environment() -> dict[str, Any]:
     import torch
 
     env = {"bench": __version__, **git_info(), "python": platform.python_version(), "torch": torch.__version__,
-           "open_clip": getattr(open_clip, "__version__", "?"), "host": socket.gethostname()}
+           "open_clip": getattr(open_clip, "__version__", "?"), "host": socket.gethostname(), "pid": os.getpid()}
     array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
     env["slurm_job_id"] = os.environ.get("SLURM_JOB_ID")
     env["slurm_array_job_id"] = array_job

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("BENCH_DECODE_CACHE", tempfile.mkdtemp(prefix="bench-test-decoded-"))   # never ~/.cache
 os.environ.setdefault("BENCH_LOG_LEVEL", "WARNING")
 sys.path.insert(0, str(Path(__file__).parent))
 

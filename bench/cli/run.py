@@ -18,6 +18,8 @@ def add_arguments(p) -> None:
     e = p.add_argument_group("execution")
     e.add_argument("--executor", choices=["local", "slurm", "debug"], default="local")
     e.add_argument("--gpus", help="local: comma-separated GPU ids, one worker process per GPU")
+    e.add_argument("--cells-per-gpu", type=int, metavar="N",
+                   help="run N cells at once on each GPU (local, and inside each SLURM task), as memory allows")
     e.add_argument("--force", action="store_true", help="rerun cells even when a completed result exists")
     e.add_argument("--retry-failed", action="store_true", help="run only the cells whose last result failed")
     e.add_argument("--no-leaderboard", action="store_true", help="do not regenerate results/LEADERBOARD.md")
@@ -36,7 +38,7 @@ def _slurm_options(args):
     from bench.profiles import slurm_options
 
     keys = ("partition", "gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min", "account", "qos",
-            "array_parallelism", "cells_per_job", "max_array_size", "setup")
+            "array_parallelism", "cells_per_job", "cells_per_gpu", "max_array_size", "setup")
     return slurm_options(args.profile, **{k: getattr(args, k) for k in keys})
 
 
@@ -68,7 +70,7 @@ def execute(args) -> int:
     cluster = bool(todo) and args.executor in ("slurm", "debug")
     options = _slurm_options(args) if cluster else None
     if todo:
-        _check_backbone(grid, load=args.executor == "local" and not args.gpus)
+        _check_backbone(grid, load=args.executor == "local" and not args.gpus and (args.cells_per_gpu or 1) == 1)
     if not cluster:
         store.write_sweep(sweep)                # only an accepted run is a sweep whose cells the leaderboard expects
     failed = 0
@@ -87,10 +89,11 @@ def execute(args) -> int:
             failed = sum(store.status(c) == "failed" for c in todo)
         else:
             return 0
-    elif todo and args.gpus:
-        from bench.executors.local import run_on_gpus
+    elif todo and (args.gpus or (args.cells_per_gpu or 1) > 1):
+        from bench.executors.local import run_packed
 
-        failed = run_on_gpus(todo, args.results, [g.strip() for g in args.gpus.split(",")], args.force)["failed"]
+        devices = [g.strip() for g in args.gpus.split(",")] if args.gpus else [None]
+        failed = run_packed(todo, args.results, devices, args.cells_per_gpu or 1, args.force)["failed"]
     elif todo:
         from bench.executors.local import run_local
 

@@ -31,8 +31,13 @@ def train_transform(size: int, mean, std, scale=(0.08, 1.0)) -> T.Compose:
     ])
 
 
+def test_transform_pil(size: int) -> T.Compose:
+    """The geometric part of the test transform, on PIL images (the decoded test cache stores its output)."""
+    return T.Compose([T.Resize(size, interpolation=BICUBIC), T.CenterCrop(size)])
+
+
 def test_transform(size: int, mean, std) -> T.Compose:
-    return T.Compose([T.Resize(size, interpolation=BICUBIC), T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)])
+    return T.Compose([test_transform_pil(size), T.ToTensor(), T.Normalize(mean, std)])
 
 
 def load_image(path: str) -> Image.Image:

@@ -41,14 +41,21 @@ def cluster_max_array_size() -> int | None:
 class CellJob(submitit.helpers.Checkpointable):
     """One array task: run its cells in order; requeued on SIGUSR2 and resumed from checkpoints."""
 
-    def __init__(self, cells: list[dict], root: str, force: bool = False):
-        self.cells, self.root, self.force = cells, root, force
+    def __init__(self, cells: list[dict], root: str, force: bool = False, per_gpu: int = 1):
+        self.cells, self.root, self.force, self.per_gpu = cells, root, force, per_gpu
 
     def __call__(self) -> dict[str, str]:
         from bench.cell import run_cell
         from bench.cli import setup_logging
+        from bench.results import ResultStore
 
         setup_logging()
+        if self.per_gpu > 1 and len(self.cells) > 1:
+            from bench.executors.local import run_packed
+
+            run_packed(self.cells, Path(self.root), [None], self.per_gpu, self.force)
+            store = ResultStore(Path(self.root))
+            return {c["cell_id"]: store.status(c) for c in self.cells}
         out = {}
         for cell in self.cells:
             out[cell["cell_id"]] = run_cell(cell, Path(self.root), force=self.force).get("status", "failed")
@@ -56,7 +63,7 @@ class CellJob(submitit.helpers.Checkpointable):
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         # training state is already on disk (per epoch); never force-rerun what completed before the requeue
-        return submitit.helpers.DelayedSubmission(CellJob(self.cells, self.root, force=False))
+        return submitit.helpers.DelayedSubmission(CellJob(self.cells, self.root, force=False, per_gpu=self.per_gpu))
 
 
 def make_executor(root: Path, opts: SlurmOptions, cluster: str) -> submitit.AutoExecutor:
@@ -86,7 +93,7 @@ def submit(cells: list[dict], root: Path, opts: SlurmOptions, cluster: str = "sl
     jobs, mapping = [], {}
     for start in range(0, len(chunks), cap):
         part = chunks[start:start + cap]
-        submitted = executor.submit_array([CellJob(chunk, str(root), force) for chunk in part])
+        submitted = executor.submit_array([CellJob(chunk, str(root), force, opts.cells_per_gpu) for chunk in part])
         for job, chunk in zip(submitted, part):
             for cell in chunk:
                 mapping[cell["cell_id"]] = job.job_id

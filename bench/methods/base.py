@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.backbone import Backbone
+from bench.backbone import Backbone, encode_text, truncate_tokens
 from bench.errors import BenchError
 
 logger = logging.getLogger(__name__)
@@ -58,10 +58,12 @@ class Method(nn.Module):
     frozen_text_tower: ClassVar[bool] = False    # class text features are computed once per class list
     supports_new_classes: ClassVar[bool] = True
 
-    def __init__(self, backbone: Backbone, classnames: list[str], template: str, params: dict, dataset: str = ""):
+    def __init__(self, backbone: Backbone, classnames: list[str], template: str, params: dict, dataset: str = "",
+                 truncate_text: bool = True):
         super().__init__()
         self.backbone = backbone
         self.dataset = dataset
+        self.truncate_text = truncate_text          # encode prompts only up to their end-of-text (exact; fast path)
         self.p = parse_params(self.Params, params, self.name)
         self.clip = backbone.fresh_model()
         for prm in self.clip.parameters():
@@ -99,7 +101,7 @@ class Method(nn.Module):
 
     def compute_text_features(self) -> torch.Tensor:
         """(C, D) class text features through the (possibly tuned) text tower."""
-        return self.clip.encode_text(self.tokens_on_device(self.class_tokens))
+        return encode_text(self.clip, self.tokens_on_device(self.class_tokens))
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(total loss, named detached parts for the log). Parts stay tensors: reading them would sync a GPU."""
@@ -115,12 +117,17 @@ class Method(nn.Module):
         """Token ids come from the tokenizer on the CPU; every lookup happens where the model lives."""
         return tokens.to(self.device)
 
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        """(n, L) token ids on the CPU, cut after the batch's last end-of-text token when truncate_text is on."""
+        tokens = self.backbone.tokenize(texts)
+        return truncate_tokens(self.clip, tokens) if self.truncate_text else tokens
+
     def set_classnames(self, classnames: list[str], template: str | None = None) -> None:
         """Rebuild the classifier for a new class list (base-to-new, cross-dataset)."""
         self.classnames = list(classnames)
         if template is not None:
             self.template = template
-        self.class_tokens = self.backbone.tokenize([self.template.format(c) for c in self.classnames])
+        self.class_tokens = self.tokenize([self.template.format(c) for c in self.classnames])
         self._text_cache = None
 
     def can_classify(self, classnames: list[str]) -> bool:

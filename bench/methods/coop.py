@@ -60,22 +60,22 @@ class CoOp(Method):
             self.prefix_text = " ".join(["X"] * self.n_ctx)
         self.ctx = nn.Parameter(ctx)                                           # (M, width) or (C, M, width)
 
-    def __init__(self, backbone, classnames, template, params, dataset=""):
+    def __init__(self, backbone, classnames, template, params, dataset="", **options):
         self._n_classes_hint = len(classnames)
-        super().__init__(backbone, classnames, template, params, dataset)
+        super().__init__(backbone, classnames, template, params, dataset, **options)
 
     def set_classnames(self, classnames: list[str], template: str | None = None) -> None:
         if self.p.csc and len(classnames) != self.ctx.shape[0]:
             raise BenchError("coop with class-specific context cannot be rebuilt for a different class list")
         names = [c.replace("_", " ") for c in classnames]
         self.classnames = list(classnames)
-        self.class_tokens = self.backbone.tokenize([f"{self.prefix_text} {n}." for n in names])   # (C, L)
+        self.class_tokens = self.tokenize([f"{self.prefix_text} {n}." for n in names])           # (C, L)
         name_tokens = self.backbone.tokenize(names)
         self.name_lens = [int((t > 0).sum()) - 2 for t in name_tokens]
         for n, k, row in zip(names, self.name_lens, self.class_tokens):
             if int((row > 0).sum()) < self.n_ctx + k + 3:                  # SOS + context + name + "." + EOS
                 raise BenchError(f"coop: the prompt for class {n!r} ({self.n_ctx} context tokens) does not fit the "
-                                 f"text tower's context of {row.numel()} tokens")
+                                 f"text tower's context of {self.clip.positional_embedding.shape[0]} tokens")
         with torch.no_grad():
             emb = token_embeddings(self.clip, self.tokens_on_device(self.class_tokens))            # (C, L, width)
         self.register_buffer("token_prefix", emb[:, :1].clone(), persistent=False)                # SOS

@@ -42,9 +42,9 @@ class LinearProbe(Method):
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
 
-    def __init__(self, backbone, classnames, template, params, dataset=""):
+    def __init__(self, backbone, classnames, template, params, dataset="", **options):
         self._n_classes_hint = len(classnames)
-        super().__init__(backbone, classnames, template, params, dataset)
+        super().__init__(backbone, classnames, template, params, dataset, **options)
 
     def compute_text_features(self) -> torch.Tensor:
         return torch.zeros(0, device=self.device)   # no text classifier
