@@ -23,6 +23,8 @@ from bench.results import ResultStore, environment, utcnow
 
 logger = logging.getLogger(__name__)
 
+MANIFEST_NAME = "fewshot_manifest.json"
+
 
 def _device():
     import torch
@@ -61,6 +63,23 @@ def _prepare_data(cell: dict):
     return card, splits, train, val, sha, base_new_split
 
 
+def _write_manifest(cell: dict, run_dir: Path) -> dict | None:
+    """The few-shot draw as `fewshot_manifest.json` beside result.json (canonical JSON: its sha256 is the cell's
+    manifest_sha256); returns its artifact record, None for a zero-shot cell."""
+    import hashlib
+
+    from bench.data.fewshot import manifest_bytes
+    from bench.grid import fewshot_draw
+    from bench.results import write_bytes_atomic
+
+    cfg = cell["config"]
+    if not cfg["shots"]:
+        return None
+    data = manifest_bytes(fewshot_draw(cfg["dataset"], cell["data_root"], cfg["shots"], cfg["seed"])[2])
+    write_bytes_atomic(run_dir / MANIFEST_NAME, data)
+    return {"path": MANIFEST_NAME, "sha256": hashlib.sha256(data).hexdigest()}
+
+
 def _evaluations(cell, card, splits, train, val, base_new_split):
     """(name, class names, items, dataset, template) to evaluate, and the training view."""
     from bench.grid import dataset_splits
@@ -93,8 +112,12 @@ def _execute(cell: dict, run_dir: Path, result: dict) -> None:
 
     cfg = cell["config"]
     card, splits, train, val, sha, base_new_split = _prepare_data(cell)
+    if manifest := _write_manifest(cell, run_dir):
+        result["artifacts"]["fewshot_manifest"] = manifest
     (train_items, val_items, train_names), evals = _evaluations(cell, card, splits, train, val, base_new_split)
     device = _device()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)             # each cell reports its own peak (cells share workers)
     tcfg = train_config(cfg["train"])
     bb = load_cell_backbone(cfg)                                # cached per process: may or may not draw RNG
     torch.manual_seed(cfg["seed"])                              # so seed after it: same init in any process

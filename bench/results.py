@@ -21,6 +21,7 @@ import platform
 import re
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import __version__, locks
+from bench.errors import BenchError
 
 logger = logging.getLogger(__name__)
 
@@ -50,11 +52,22 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """write_json_atomic for bytes already encoded."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 def read_json(path: Path) -> dict | None:
     try:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         logger.warning("ignoring malformed %s: %s", path, err)
@@ -84,6 +97,19 @@ class ResultStore:
 
     def is_completed(self, cell: dict) -> bool:
         return self.status(cell) == "completed"
+
+    def check_writable(self) -> None:
+        """A one-line error, before any cell runs, when the results root cannot be created or written."""
+        if self.root.exists() and not self.root.is_dir():
+            raise BenchError(f"results root {self.root} is a file, not a folder; pass --results DIR")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".bench-write-check.", dir=self.root)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            raise BenchError(f"results root {self.root} is not writable ({err.strerror or err}); "
+                             "pass --results DIR") from None
 
     def write_result(self, cell: dict, result: dict) -> Path:
         path = self.result_path(cell)
@@ -307,7 +333,7 @@ def environment() -> dict[str, Any]:
     import torch
 
     env = {"bench": __version__, **git_info(), "python": platform.python_version(), "torch": torch.__version__,
-           "open_clip": getattr(open_clip, "__version__", "?"), "host": socket.gethostname()}
+           "open_clip": getattr(open_clip, "__version__", "?"), "host": socket.gethostname(), "pid": os.getpid()}
     array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
     env["slurm_job_id"] = os.environ.get("SLURM_JOB_ID")
     env["slurm_array_job_id"] = array_job

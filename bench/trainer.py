@@ -104,6 +104,34 @@ class DivergedError(RuntimeError):
     """A non-finite loss or trainable tensor: the cell fails instead of reporting chance accuracy."""
 
 
+class LossWatch:
+    """Reads each step's loss one step late, so the host never waits for the device in the middle of the loop
+    (it queues step k+1 before it looks at step k); a non-finite loss fails the cell naming the step it came from."""
+
+    def __init__(self, stats: TrainStats, cfg: TrainConfig):
+        self.stats, self.cfg = stats, cfg
+        self.pending: tuple[torch.Tensor, int, int] | None = None
+
+    def push(self, loss: torch.Tensor, epoch: int, it: int) -> None:
+        previous, self.pending = self.pending, (loss.detach(), epoch, it)
+        self._check(previous)
+
+    def flush(self) -> None:
+        previous, self.pending = self.pending, None
+        self._check(previous)
+
+    def _check(self, entry) -> None:
+        if entry is None:
+            return
+        loss, epoch, it = entry
+        value = float(loss)
+        if not math.isfinite(value):
+            raise DivergedError(_diverged(f"loss is {value}", epoch, it, self.cfg, self.stats.last_loss))
+        if math.isnan(self.stats.first_loss):
+            self.stats.first_loss = value
+        self.stats.last_loss = value
+
+
 def _batches(data, cfg: TrainConfig, drop_last: bool, gen: torch.Generator):
     """(images, labels) batches in the sampler's order. Both paths shuffle with the same sampler and draw each
     item's augmentation from the global RNG in the same order, so they see the same crops and flips."""
@@ -156,7 +184,8 @@ def train(method, items: list[Item], cfg: TrainConfig, shots: int, seed: int, de
             start_epoch, it = meta["epoch"], meta["iter"]
             stats.resumed_from_epoch = start_epoch
             logger.info("resumed from epoch %d (iteration %d)", start_epoch, it)
-    parts: dict[str, float] = {}
+    parts: dict[str, torch.Tensor] = {}
+    watch = LossWatch(stats, cfg)
     t0 = time.perf_counter()
     for epoch in range(start_epoch, total_epochs):
         method.train()
@@ -168,8 +197,7 @@ def train(method, items: list[Item], cfg: TrainConfig, shots: int, seed: int, de
                 group["lr"] = lr_at(cfg, epoch, it, total_epochs, total_iters)
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             with autocast(device, amp):
-                logits = forward(images)
-                loss, parts = method.loss(logits.float(), labels)
+                loss, parts = method.loss(forward(images).float(), labels)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.grad_clip:
@@ -177,17 +205,14 @@ def train(method, items: list[Item], cfg: TrainConfig, shots: int, seed: int, de
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             scaler.step(optimizer)
             scaler.update()
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise DivergedError(_diverged(f"loss is {value}", epoch, it, cfg, stats.last_loss))
-            stats.first_loss = value if math.isnan(stats.first_loss) else stats.first_loss
-            stats.last_loss = value
+            watch.push(loss, epoch, it)
             stats.images += len(labels)
             it += 1
+        watch.flush()
         stats.epochs = epoch + 1
         bad = next((n for n, p in method.trainable_parameters().items() if not torch.isfinite(p).all()), None)
         if bad is not None:
-            raise DivergedError(_diverged(f"trainable tensor {bad} is not finite", epoch, it, cfg, stats.last_loss))
+            raise DivergedError(_diverged(f"trainable tensor {bad} is not finite", epoch, it - 1, cfg, stats.last_loss))
         if (epoch + 1) % max(cfg.ckpt_every, 1) == 0 or epoch + 1 == total_epochs:
             logger.info("epoch %d/%d it %d/%d loss %.4f lr %.2e %s", epoch + 1, total_epochs, it, total_iters,
                         stats.last_loss, optimizer.param_groups[0]["lr"],

@@ -24,12 +24,15 @@ examples:
   bench aggregate results --table base2new_avg --format json
   bench aggregate results --per-image -o per_image.csv   # one row per cell × evaluation × test image
   bench aggregate --per-image --methods coop --datasets dtd --shots 16 --format json
+  bench aggregate --results /scratch/me/results -o cells.csv
 """
 TABLES = ["long", "fewshot", "fewshot_avg", "base2new", "base2new_avg", "xd", "dg", "cost", "summary"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("results", nargs="?", default="results", help="results root (default: results)")
+    from bench.cli._results_arg import add_results_arguments
+
+    add_results_arguments(parser)
     parser.add_argument("-o", "--output", metavar="PATH", help="write here instead of stdout")
     parser.add_argument("--format", choices=["csv", "json", "md"], default="csv", help="output format (csv)")
     parser.add_argument("--table", choices=TABLES, default=None,
@@ -78,10 +81,12 @@ def apply_filters(frame: Any, args: argparse.Namespace) -> Any:
 
 
 def execute(args: argparse.Namespace) -> int:
+    from bench.cli._results_arg import results_root
     from bench.report.aggregate import summaries
     from bench.report.collect import load_results
 
-    res = load_results(Path(args.results), strict=args.strict)
+    root = results_root(args)
+    res = load_results(root, strict=args.strict)
     table = args.table or ("summary" if args.format == "md" else "long")
     out = Path(args.output) if args.output else None
     if args.per_image:
@@ -105,7 +110,7 @@ def execute(args: argparse.Namespace) -> int:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(text, encoding="utf-8")
         elif table not in tables:
-            raise BenchError(f"table '{table}' has no data in {args.results}; available: "
+            raise BenchError(f"table '{table}' has no data in {root}; available: "
                              f"{', '.join(['long', *tables]) }")
         else:
             text = write_frame(tables[table], out, args.format)

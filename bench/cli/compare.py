@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("a", help="method A")
     parser.add_argument("b", help="method B")
-    parser.add_argument("--results", default="results", help="results root (default: results)")
+    parser.add_argument("--results", type=Path, default=None, help="results root, as for `bench run` (default: results)")
+    parser.set_defaults(root=None)
     parser.add_argument("--format", choices=["text", "csv", "json", "md"], default="text", help="output (text)")
     add_filters(parser)
 
@@ -37,12 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def execute(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from bench.cli._results_arg import results_root
     from bench.cli.aggregate import apply_filters, write_frame
     from bench.errors import BenchError
     from bench.report.collect import load_results
     from bench.report.pairwise import compare_methods
 
-    res = load_results(Path(args.results))
+    res = load_results(results_root(args))
     if args.methods:
         raise BenchError("bench compare takes the two methods as arguments, not --methods")
     res = dataclasses.replace(res, frame=apply_filters(res.frame, args))

@@ -20,11 +20,14 @@ examples:
   bench leaderboard --html                           # also results/LEADERBOARD.html: one self-contained page
   bench leaderboard results --format json            # results/leaderboard.json (machine-readable)
   bench leaderboard results --format csv -o board.csv
+  bench leaderboard --results /scratch/me/results    # the --results root of `bench run`
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("results", nargs="?", default="results", help="results root (default: results)")
+    from bench.cli._results_arg import add_results_arguments
+
+    add_results_arguments(parser)
     parser.add_argument("-o", "--output", metavar="PATH",
                         help="output file (default: <results>/LEADERBOARD.md, leaderboard.csv or leaderboard.json)")
     parser.add_argument("--format", choices=["md", "html", "csv", "json"], default="md", help="output format (md)")
@@ -35,9 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
+    from bench.cli._results_arg import results_root
     from bench.report.leaderboard import write_leaderboard
 
-    out = write_leaderboard(Path(args.results), Path(args.output) if args.output else None, args.format,
+    out = write_leaderboard(results_root(args), Path(args.output) if args.output else None, args.format,
                             plots=not args.no_plots, html=args.html)
     print(f"wrote {out}" + (f" and {out.with_name('LEADERBOARD.html')}" if args.html and args.format == "md" else ""),
           file=sys.stderr)
