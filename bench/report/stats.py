@@ -78,14 +78,41 @@ def joint_matrix(p: np.ndarray, n: np.ndarray, correct: list, digest: list, owne
     for units in groups.values():
         x = np.stack([correct[u] for u in units]).astype(np.float32)
         cov[np.ix_(units, units)] = (x @ x.T) / x.shape[1] - np.outer(p[units], p[units])
-    known = {u for units in groups.values() for u in units}
-    same = {frozenset((u, v)) for units in groups.values() for u in units for v in units}
-    matched = all(frozenset((u, v)) in same for u in range(len(p)) for v in range(len(p))
-                  if owner[u] != owner[v]) and len(known) == len(p)
+    known = sum(len(units) for units in groups.values())
+    matched = known == len(p) and (len(groups) == 1 or len(set(owner.tolist())) == 1)
+    return cov * _scale(n), matched
+
+
+def _scale(n: np.ndarray) -> np.ndarray:
+    """1/√(n_u·n_v): per-image covariances → covariances of the mean accuracies (0 where n is unknown)."""
     n = np.asarray(n, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        scale = np.where((n[:, None] > 0) & (n[None, :] > 0), 1.0 / np.sqrt(n[:, None] * n[None, :]), 0.0)
-    return cov * scale, matched
+        return np.where((n[..., :, None] > 0) & (n[..., None, :] > 0), 1.0 / np.sqrt(n[..., :, None] * n[..., None, :]),
+                        0.0)
+
+
+def _pair_covs(a: Runs, others: list[Runs], e: str, ia: np.ndarray, ib: np.ndarray) -> np.ndarray | None:
+    """The (K, 2s, 2s) covariances of A's and each other's aligned runs on evaluation e when every run has
+    predictions of the same images (the usual case, vectorised); None otherwise (then `joint_matrix` per pair)."""
+    ca, da = _units(a, e, ia)
+    units = [_units(o, e, ib) for o in others]
+    digests = set(da) | {d for _, db in units for d in db}
+    if None in digests or len(digests) != 1 or any(c is None for c in ca) or \
+            any(c is None for cb, _ in units for c in cb):
+        return None
+    xa = np.stack(ca).astype(np.float32)                                            # (s, N)
+    xb = np.stack([np.stack(cb) for cb, _ in units]).astype(np.float32)             # (K, s, N)
+    size = xa.shape[1]
+    aa = np.broadcast_to((xa @ xa.T) / size, (len(others), len(ia), len(ia)))
+    ba = (xb @ xa.T) / size                                                         # (K, s, s): B rows, A columns
+    bb = (xb @ np.swapaxes(xb, 1, 2)) / size
+    joint = np.concatenate([np.concatenate([aa, np.swapaxes(ba, 1, 2)], axis=2),
+                            np.concatenate([ba, bb], axis=2)], axis=1).astype(np.float64)
+    p = np.concatenate([np.broadcast_to(a.acc[e][ia], (len(others), len(ia))),
+                        np.stack([o.acc[e][ib] for o in others])], axis=1)
+    n = np.concatenate([np.broadcast_to(a.n[e][ia], (len(others), len(ia))),
+                        np.stack([o.n[e][ib] for o in others])], axis=1)
+    return (joint - p[:, :, None] * p[:, None, :]) * _scale(n)
 
 
 def _root(cov: np.ndarray) -> np.ndarray:
@@ -146,8 +173,12 @@ def paired_many(a: Runs, others: list[Runs], rng: np.random.Generator, ia: np.nd
     s, k = len(ia), len(others)
     idx = seed_draw(rng, s, b_reps)
     covs, matched = np.zeros((k, len(evals), 2 * s, 2 * s)), [True] * k
-    for j, o in enumerate(others):
-        for i, e in enumerate(evals):
+    for i, e in enumerate(evals):
+        fast = _pair_covs(a, others, e, ia, ib)
+        if fast is not None:
+            covs[:, i] = fast
+            continue
+        for j, o in enumerate(others):
             ca, da = _units(a, e, ia)
             cb, db = _units(o, e, ib)
             p = np.concatenate([a.acc[e][ia], o.acc[e][ib]])
