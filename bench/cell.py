@@ -19,7 +19,7 @@ from pathlib import Path
 from bench import cards
 from bench.config import train_config
 from bench.errors import BenchError
-from bench.results import ResultStore, environment, utcnow
+from bench.results import ResultStore, atomic_write, environment, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -161,10 +161,11 @@ def _save_predictions(path: Path, arrays: dict) -> dict:
     """Per-image predictions of every evaluation, `<eval>/<field>` → array, in one compressed npz (atomic)."""
     import numpy as np
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        np.savez_compressed(fh, **arrays)
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+    atomic_write(path, write)
     return {"path": path.name, "sha256": _sha256(path)}
 
 
@@ -195,6 +196,7 @@ def run_cell(cell: dict, root: Path, force: bool = False) -> dict:
         logging.getLogger().addHandler(handler)
         if logging.getLogger().level > logging.INFO or logging.getLogger().level == logging.NOTSET:
             logging.getLogger().setLevel(logging.INFO)
+        logger.info("cell started: %s", cell["cell_id"])
         result = {"schema_version": 1, "cell_id": cell["cell_id"], "status": "running", "config": cell["config"],
                   "data": {}, "metrics": {}, "skipped": {}, "cost": {}, "env": {}, "started_at": utcnow(), "finished_at": None,
                   "resumed": False, "error": None, "artifacts": {}, "_root": str(root)}
@@ -204,16 +206,23 @@ def run_cell(cell: dict, root: Path, force: bool = False) -> dict:
             result["status"] = "completed"
         except Exception as err:  # one failing cell never kills a sweep: record it
             logger.error("cell %s failed: %s", cell["cell_id"], err)
-            (run_dir / "log.txt").open("a").write(traceback.format_exc())
+            logger.info("%s", traceback.format_exc())
             result["status"] = "failed"
             message = str(err).splitlines()[0] if str(err) else ""
             result["error"] = {"type": type(err).__name__, "message": message, "log": str(run_dir / "log.txt")}
+        result.pop("_root", None)
+        result["finished_at"] = utcnow()
+        try:
+            store.write_result(cell, result)
+        except OSError as err:    # a full or vanished disk: nothing half-written stays; the cell reruns next time
+            logger.error("cell %s: cannot write its result (%s); it stays pending", cell["cell_id"], err)
+            result = {**result, "status": "failed", "error": {"type": type(err).__name__, "message": f"result "
+                      f"not written: {err}", "log": str(run_dir / "log.txt")}}
+        else:
+            logger.info("result: %s", result["status"])
         finally:
             logging.getLogger().removeHandler(handler)
             handler.close()
-        result.pop("_root", None)
-        result["finished_at"] = utcnow()
-        store.write_result(cell, result)
         if result["status"] == "completed":
             import shutil
 
