@@ -118,5 +118,5 @@ def _check_backbone(grid, load: bool) -> None:
 def _leaderboard(root) -> None:
     from bench.report.leaderboard import write_leaderboard
 
-    path = write_leaderboard(root)
-    print(f"leaderboard: {path}")
+    path = write_leaderboard(root, html=True)
+    print(f"leaderboard: {path} (and {path.with_name('LEADERBOARD.html').name})")
