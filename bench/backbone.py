@@ -1,45 +1,54 @@
-"""The one door to open_clip: build a CLIP (random, hub tag, local file or the mini world) and its tokenizer.
+"""The one door to open_clip: build a CLIP (random, hub tag, local file, TorchScript release, custom architecture,
+local-dir:/hf-hub:, or the mini world) with the activation its weights were trained with, and its tokenizer.
 
 Usage:
     >>> from bench.backbone import load_backbone
-    >>> bb = load_backbone("ViT-B-16", "openai")            # hub tag (needs network or a warm cache)
-    >>> bb = load_backbone("ViT-B-16", "/ckpt/vitb16.pt")   # local file (.pt/.bin/.safetensors)
-    >>> bb = load_backbone("bench-tiny", None)               # random weights, for tests
+    >>> bb = load_backbone("ViT-B-16", "openai")             # hub tag (needs network or a warm cache): QuickGELU
+    >>> bb = load_backbone("ViT-B-16", "/ckpt/ViT-B-16.pt")  # OpenAI's TorchScript release file: QuickGELU
+    >>> bb = load_backbone("arch/my-vit.json", "/ckpt/w.safetensors", activation="gelu")
+    >>> bb = load_backbone("bench-tiny", None)                # random weights, for tests
     >>> feats = bb.model.encode_image(images)
 
-Only this module imports open_clip. It also owns the text-tower internals that prompt learning needs
-(token embeddings in, class features out).
+What the backbone is (architecture, weights, activation) is decided without torch in `bench.backbone_spec`;
+this module builds it. Only this module imports open_clip. It also owns the text-tower internals that prompt
+learning needs (token embeddings in, class features out).
 """
 
 from __future__ import annotations
 
 import copy
 import functools
-import importlib.util
 import json
 import logging
-from dataclasses import dataclass
+import tempfile
+import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import open_clip
 import torch
-from open_clip.transformer import text_global_pool
+from open_clip.transformer import QuickGELU, text_global_pool
 
+from bench.backbone_spec import (
+    CONFIG_DIR,
+    OPENAI_EXTRA_KEYS,
+    SCHEMES,
+    BackboneSpec,
+    resolve_backbone,
+    sniff_weights,
+    spec_from_cell,
+)
 from bench.errors import BenchError, did_you_mean
 
 logger = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 open_clip.add_model_config(CONFIG_DIR)
-
-RANDOM = (None, "", "none", "random")
 
 
 @dataclass
 class Backbone:
-    name: str
-    pretrained: str | None
+    spec: BackboneSpec
     model: Any                 # open_clip.CLIP, eval mode, fp32
     tokenizer: Any
     image_size: int
@@ -48,12 +57,27 @@ class Backbone:
     weights: str | None = None     # the resolved tag or file actually loaded
 
     @property
+    def name(self) -> str:
+        return self.spec.arch
+
+    @property
+    def pretrained(self) -> str | None:
+        return self.spec.pretrained
+
+    @property
+    def activation(self) -> str:
+        return self.spec.activation
+
+    @property
     def id(self) -> str:
-        """A stable identity for caches: the tag, or a local file's path, size and mtime."""
+        """A stable identity for caches: architecture (and its config), weights (a file by path, size and mtime),
+        activation."""
+        weights = self.weights or "random"
         if self.weights and Path(self.weights).is_file():
             st = Path(self.weights).stat()
-            return f"{self.name}:{self.weights}:{st.st_size}:{st.st_mtime_ns}"
-        return f"{self.name}:{self.weights or 'random'}"
+            weights = f"{self.weights}:{st.st_size}:{st.st_mtime_ns}"
+        arch = self.name + (f"#{hash_text(self.spec.arch_json)}" if self.spec.arch_json else "")
+        return f"{arch}:{weights}:{self.activation}"
 
     def fresh_model(self):
         """A deep copy of the pristine model: each cell mutates its own."""
@@ -63,57 +87,122 @@ class Backbone:
         return self.tokenizer(texts)
 
 
-def list_backbones() -> list[str]:
-    """open_clip's architectures plus bench's own, read from JSON files (no torch import needed)."""
-    spec = importlib.util.find_spec("open_clip")
-    names = set()
-    if spec and spec.origin:
-        names |= {p.stem for p in (Path(spec.origin).parent / "model_configs").glob("*.json")}
-    names |= {p.stem for p in CONFIG_DIR.glob("*.json")}
-    return sorted(names)
+def hash_text(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _resolve_pretrained(name: str, pretrained: str | None) -> str | None:
-    if pretrained in RANDOM:
-        return None
-    if pretrained == "mini-world":
+def _register(spec: BackboneSpec) -> None:
+    """Make a carried JSON architecture known to open_clip in this process (workers included)."""
+    if spec.arch_json is None or open_clip.get_model_config(spec.arch) == spec.arch_config:
+        return
+    folder = Path(tempfile.mkdtemp(prefix="bench-arch-"))
+    (folder / f"{spec.arch}.json").write_text(spec.arch_json)
+    open_clip.add_model_config(folder)
+
+
+def _weights(spec: BackboneSpec) -> str | None:
+    """The tag or file to load; checks a tag against open_clip and the activation bench planned for it."""
+    weights = spec.pretrained
+    if weights == "mini-world":
         from bench.mini.world import ensure_world
 
         return str(ensure_world().checkpoint)
-    path = Path(pretrained).expanduser()
-    if path.suffix in (".pt", ".pth", ".bin", ".safetensors") or "/" in pretrained:
-        if not path.is_file():
-            raise BenchError(f"pretrained weights file {path} does not exist (--pretrained takes an open_clip tag "
-                             "or a local .pt/.bin/.safetensors file)")
-        return str(path)
-    tags = open_clip.list_pretrained_tags_by_model(name)
-    if pretrained not in tags:
-        raise did_you_mean(f"pretrained tag for {name}", pretrained, tags or ["<none: pass a local file>"])
-    return pretrained
+    if weights is None or spec.arch.startswith(SCHEMES) or Path(weights).is_file():
+        return weights
+    cfg = open_clip.get_pretrained_cfg(spec.arch, weights)
+    if not cfg:
+        tags = open_clip.list_pretrained_tags_by_model(spec.arch)
+        raise did_you_mean(f"pretrained tag for {spec.arch}", weights, tags or ["<none: pass a local file>"])
+    trained = "quick_gelu" if cfg.get("quick_gelu", False) else "gelu"
+    if trained != spec.activation and not spec.explicit:
+        raise BenchError(f"open_clip {open_clip.__version__} says tag '{weights}' of {spec.arch} was trained with "
+                         f"{trained}, but bench's table (bench/quickgelu_tags.json) says {spec.activation}: pass "
+                         f"--activation {trained}")
+    if trained != spec.activation:
+        logger.warning("tag '%s' of %s was trained with %s; building %s as asked", weights, spec.arch, trained,
+                       spec.activation)
+    return weights
 
 
-def check_backbone(name: str, pretrained: str | None) -> str | None:
-    """Validate the architecture and the tag/file without loading weights; returns the resolved weights."""
-    if name not in open_clip.list_models():
-        raise did_you_mean("backbone", name, open_clip.list_models())
-    return _resolve_pretrained(name, pretrained)
+def check_backbone(name: str, pretrained: str | None, activation: str | None = None,
+                   arch_config: dict | None = None) -> BackboneSpec:
+    """Validate architecture, tag/file and activation without loading weights; logs what was chosen and why."""
+    spec = resolve_backbone(name, pretrained, activation, arch_config)
+    if spec.notice:
+        logger.warning("%s", spec.notice)
+    if spec.pretrained != "mini-world":
+        _weights(spec)
+    logger.info("backbone %s, weights %s, activation %s (%s)", spec.label, spec.weights_label, spec.activation,
+                spec.reason)
+    return spec
+
+
+def _openai_state_dict(path: str, kind: str) -> dict[str, torch.Tensor]:
+    """OpenAI's releases: a TorchScript archive (loaded with torch.jit, never unpickled as Python objects) or its
+    state dict, fp16, with three bookkeeping entries the open_clip model does not have."""
+    if kind == "torchscript":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)          # "torch.jit is deprecated": still the format
+            state = torch.jit.load(path, map_location="cpu").state_dict()
+    elif path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        state = load_file(path)
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items() if k not in OPENAI_EXTRA_KEYS}
+
+
+def _build(spec: BackboneSpec, weights: str | None):
+    # force_quick_gelu edits the config before open_clip's tag check; quick_gelu=False overrides it after
+    quick = {"force_quick_gelu": True} if spec.activation == "quick_gelu" else {"quick_gelu": False}
+    kind = sniff_weights(Path(weights)) if weights and Path(weights).is_file() else None
+    if kind in ("torchscript", "openai_state_dict"):
+        model = open_clip.create_model(spec.arch, pretrained=None, precision="fp32", device="cpu", **quick)
+        state = _openai_state_dict(weights, kind)
+        transient = {n for n, _ in model.named_buffers()} - set(model.state_dict())   # e.g. attn_mask
+        try:
+            model.load_state_dict({k: v for k, v in state.items() if k not in transient}, strict=True)
+        except RuntimeError as err:
+            lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+            raise BenchError(f"cannot load weights {weights} into {spec.arch}: {lines[1] if len(lines) > 1 else lines[0]}"
+                             ) from None
+        return model
+    return open_clip.create_model(spec.arch, pretrained=weights, precision="fp32", device="cpu", **quick)
+
+
+def built_activation(model) -> str:
+    """What the built model's MLPs actually use (timm image towers keep GELU whatever the flag says)."""
+    kinds = {type(m) for m in model.modules() if isinstance(m, (QuickGELU, torch.nn.GELU))}
+    return "quick_gelu" if QuickGELU in kinds else "gelu"
 
 
 @functools.lru_cache(maxsize=4)
-def _load(name: str, pretrained: str | None) -> Backbone:
-    weights = check_backbone(name, pretrained)
+def _load(spec: BackboneSpec) -> Backbone:
+    _register(spec)
+    weights = _weights(spec)
     logging.disable(logging.ERROR)          # open_clip logs its own multi-line errors; ours is one line
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)            # random weights (tests, speed runs) are the same in every process
-            model = open_clip.create_model(name, pretrained=weights, precision="fp32", device="cpu")
-    except RuntimeError as err:
-        if weights and not Path(weights).is_file():
-            raise BenchError(f"cannot fetch pretrained weights '{pretrained}' for {name} (offline or hub "
+            model = _build(spec, weights)
+    except BenchError:
+        raise
+    except Exception as err:  # noqa: BLE001  (a weights file can fail to load in many ways: one line for each)
+        if weights and not Path(weights).is_file() and not spec.arch.startswith("local-dir:"):
+            raise BenchError(f"cannot fetch pretrained weights '{weights}' for {spec.arch} (offline or hub "
                              "unreachable); download them once, then pass --pretrained /path/to/weights.pt") from None
-        raise BenchError(f"cannot load weights {weights} into {name}: {str(err).splitlines()[0]}") from None
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()] or [type(err).__name__]
+        detail = next((ln for ln in lines if not ln.endswith(":")), lines[0])
+        raise BenchError(f"cannot load {weights or spec.arch} into {spec.arch}: {type(err).__name__}: "
+                         f"{detail[:200]}{'…' if len(detail) > 200 else ''}") from None
     finally:
         logging.disable(logging.NOTSET)
+    if built_activation(model) != spec.activation:
+        raise BenchError(f"{spec.arch} could not be built with {spec.activation} (open_clip built "
+                         f"{built_activation(model)})")
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -121,12 +210,24 @@ def _load(name: str, pretrained: str | None) -> Backbone:
     size = visual.image_size if isinstance(visual.image_size, int) else visual.image_size[0]
     mean = tuple(getattr(visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN)
     std = tuple(getattr(visual, "image_std", None) or open_clip.OPENAI_DATASET_STD)
-    return Backbone(name, pretrained, model, open_clip.get_tokenizer(name), int(size), mean, std, weights)
+    return Backbone(spec, model, open_clip.get_tokenizer(spec.arch), int(size), mean, std, weights)
 
 
-def load_backbone(name: str, pretrained: str | None) -> Backbone:
+def _planned(spec: BackboneSpec) -> BackboneSpec:
+    """The cache key: a planned backbone (its activation decided), whoever asks for it."""
+    return replace(spec, explicit=True, reason="", notice=None)
+
+
+def load_backbone(name: str, pretrained: str | None = None, activation: str | None = None,
+                  arch_config: dict | None = None) -> Backbone:
     """Build (once per process) the backbone; callers take `fresh_model()` copies to mutate."""
-    return _load(name, pretrained)
+    spec = check_backbone(name, pretrained, activation, arch_config)
+    return _load(_planned(spec))
+
+
+def load_cell_backbone(config: dict) -> Backbone:
+    """The backbone a planned cell names (architecture config and activation come with the cell)."""
+    return _load(_planned(spec_from_cell(config)))
 
 
 # ---- text-tower internals (open_clip CLIP with a built-in text tower) ----
@@ -136,15 +237,40 @@ def token_embeddings(model, tokens: torch.Tensor) -> torch.Tensor:
     return model.token_embedding(tokens)
 
 
+def text_length(model, tokens: torch.Tensor) -> int:
+    """How many leading positions the text tower must see: up to the last end-of-text token of the batch, rounded
+    up to a multiple of 8. Exact under the causal mask (no position after a prompt's EOT can change its feature);
+    a tower without a causal mask or with another pooling keeps the full context."""
+    full = tokens.shape[1]
+    pool = getattr(model, "text_pool_type", None)
+    if getattr(model, "attn_mask", None) is None or pool not in ("argmax", "eos") or tokens.numel() == 0:
+        return full
+    eot = tokens.argmax(-1) if pool == "argmax" else (tokens == model.text_eos_id).int().argmax(-1)
+    return min(full, -(-(int(eot.max()) + 1) // 8) * 8)
+
+
+def truncate_tokens(model, tokens: torch.Tensor) -> torch.Tensor:
+    """(n, context) token ids → (n, L) with L = text_length (see there)."""
+    return tokens[:, :text_length(model, tokens)]
+
+
+def encode_text(model, tokens: torch.Tensor) -> torch.Tensor:
+    """`model.encode_text` for token ids of any length up to the context (see truncate_tokens)."""
+    return encode_text_embeddings(model, token_embeddings(model, tokens), tokens)
+
+
 def encode_text_embeddings(model, embeddings: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """The text tower from the embedding stage on: what `model.encode_text` does after its token lookup.
+    """The text tower from the embedding stage on: what `model.encode_text` does after its token lookup, for
+    sequences of L ≤ context positions (positional embedding and causal mask cut to L).
 
     embeddings: (n, L, width); tokens: (n, L) ids used only to find the end-of-text position.
     Returns (n, embed_dim) un-normalised text features.
     """
     cast_dtype = model.transformer.get_cast_dtype()
-    x = embeddings.to(cast_dtype) + model.positional_embedding.to(cast_dtype)
-    x = model.transformer(x, attn_mask=model.attn_mask)
+    length = embeddings.shape[1]
+    x = embeddings.to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
+    mask = model.attn_mask[:length, :length] if model.attn_mask is not None else None
+    x = model.transformer(x, attn_mask=mask)
     x = model.ln_final(x)
     x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
     proj = model.text_projection

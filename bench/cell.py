@@ -17,11 +17,13 @@ import traceback
 from pathlib import Path
 
 from bench import cards
-from bench.config import TrainConfig
+from bench.config import train_config
 from bench.errors import BenchError
-from bench.results import ResultStore, environment, utcnow
+from bench.results import ResultStore, atomic_write, environment, utcnow
 
 logger = logging.getLogger(__name__)
+
+MANIFEST_NAME = "fewshot_manifest.json"
 
 
 def _device():
@@ -61,6 +63,23 @@ def _prepare_data(cell: dict):
     return card, splits, train, val, sha, base_new_split
 
 
+def _write_manifest(cell: dict, run_dir: Path) -> dict | None:
+    """The few-shot draw as `fewshot_manifest.json` beside result.json (canonical JSON: its sha256 is the cell's
+    manifest_sha256); returns its artifact record, None for a zero-shot cell."""
+    import hashlib
+
+    from bench.data.fewshot import manifest_bytes
+    from bench.grid import fewshot_draw
+    from bench.results import write_bytes_atomic
+
+    cfg = cell["config"]
+    if not cfg["shots"]:
+        return None
+    data = manifest_bytes(fewshot_draw(cfg["dataset"], cell["data_root"], cfg["shots"], cfg["seed"])[2])
+    write_bytes_atomic(run_dir / MANIFEST_NAME, data)
+    return {"path": MANIFEST_NAME, "sha256": hashlib.sha256(data).hexdigest()}
+
+
 def _evaluations(cell, card, splits, train, val, base_new_split):
     """(name, class names, items, dataset, template) to evaluate, and the training view."""
     from bench.grid import dataset_splits
@@ -70,65 +89,94 @@ def _evaluations(cell, card, splits, train, val, base_new_split):
         labels_from = train or splits.train
         base = base_new_split(labels_from, val, splits.test, "base")
         new = base_new_split(labels_from, [], splits.test, "new")
-        return (base.train, base.classnames), [("base", base.classnames, base.test, card.name, card.template),
-                                               ("new", new.classnames, new.test, card.name, card.template)]
+        return (base.train, base.val, base.classnames), [("base", base.classnames, base.test, card.name, card.template),
+                                                         ("new", new.classnames, new.test, card.name, card.template)]
     evals = [("all" if cfg["protocol"] == "fewshot" else "source", splits.classnames, splits.test, card.name,
               card.template)]
     for target in cfg.get("targets") or []:
         tcard = cards.dataset_card(target)
         tsplits = dataset_splits(target, cell["data_root"])
         evals.append((target, tsplits.classnames, tsplits.test, target, tcard.template))
-    return (train, splits.classnames), evals
+    return (train, val, splits.classnames), evals
 
 
 def _execute(cell: dict, run_dir: Path, result: dict) -> None:
     import torch
 
-    from bench.backbone import load_backbone
+    from bench.backbone import load_cell_backbone
     from bench.checkpoint import save_tensors
-    from bench.evaluator import FeatureCache, evaluate
+    from bench.evaluator import EvalOptions, FeatureCache, evaluate
     from bench.methods import build_method
+    from bench.trainer import autocast_dtype
     from bench.trainer import train as train_method
 
     cfg = cell["config"]
     card, splits, train, val, sha, base_new_split = _prepare_data(cell)
-    (train_items, train_names), evals = _evaluations(cell, card, splits, train, val, base_new_split)
+    if manifest := _write_manifest(cell, run_dir):
+        result["artifacts"]["fewshot_manifest"] = manifest
+    (train_items, val_items, train_names), evals = _evaluations(cell, card, splits, train, val, base_new_split)
     device = _device()
-    bb = load_backbone(cfg["backbone"], cfg["pretrained"])     # cached per process: may or may not draw RNG
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)             # each cell reports its own peak (cells share workers)
+    tcfg = train_config(cfg["train"])
+    bb = load_cell_backbone(cfg)                                # cached per process: may or may not draw RNG
     torch.manual_seed(cfg["seed"])                              # so seed after it: same init in any process
-    method = build_method(cfg["method"], bb, train_names, card.template, cfg["params"], dataset=card.name)
-    result["data"] = {"manifest_sha256": sha, "n_train": len(train_items), "n_val": len(val),
+    method = build_method(cfg["method"], bb, train_names, card.template, cfg["params"], dataset=card.name,
+                          truncate_text=tcfg.fast)
+    result["data"] = {"manifest_sha256": sha, "n_train": len(train_items), "n_val": len(val_items),
                       "n_classes": len(splits.classnames), "classes": {e[0]: len(e[1]) for e in evals}}
-    tcfg = TrainConfig(**{**cfg["train"], "betas": tuple(cfg["train"]["betas"]),
-                          "rrc_scale": tuple(cfg["train"]["rrc_scale"])}) if method.trains else TrainConfig()
     stats = None
     if method.trains:
         stats = train_method(method, train_items, tcfg, cfg["shots"], cfg["seed"], device, run_dir / "ckpt")
         result["resumed"] = stats.resumed_from_epoch is not None
     cache = FeatureCache(Path(result["_root"]) / "features") if method.frozen_image_tower else None
+    opts = EvalOptions(amp=autocast_dtype(tcfg, device), fast=tcfg.fast, batch_size=tcfg.test_batch_size,
+                       fast_batch_size=tcfg.eval_batch_size, num_workers=tcfg.num_workers)
     t0 = time.perf_counter()
-    metrics = {}
+    predictions = {}
     for name, classnames, items, dataset, template in evals:
-        if name == "new" and not method.supports_new_classes:
+        if not method.can_classify(classnames):       # a linear head cannot name new classes: reported as —
+            result["skipped"][name] = f"{cfg['method']} cannot classify classes it was not trained on"
             continue
         if name != evals[0][0]:
             method.retarget(classnames, dataset, template)
-        metrics[name] = evaluate(method, items, device, tcfg.test_batch_size, tcfg.num_workers, cache, bb.id)
-        logger.info("%s %s: acc %.2f macro-F1 %.2f (n=%d)", cfg["method"], name, metrics[name]["acc"],
-                    metrics[name]["macro_f1"], metrics[name]["n"])
-    result["metrics"] = metrics
+        ev = evaluate(method, items, device, opts, cache)
+        result["metrics"][name] = ev.metrics
+        predictions.update({f"{name}/{k}": v for k, v in ev.predictions.items()})
+        logger.info("%s %s: acc %.2f macro-F1 %.2f (n=%d)", cfg["method"], name, ev.metrics["acc"],
+                    ev.metrics["macro_f1"], ev.metrics["n"])
     total = sum(p.numel() for p in method.parameters())
-    result["cost"] = {"train_s": stats.train_s if stats else 0.0, "eval_s": time.perf_counter() - t0,
-                      "images_per_s": stats.images_per_s if stats else 0.0, "peak_mem_mb": _peak_mem_mb(device),
-                      "trainable_params": method.count_trainable(), "total_params": total,
-                      "device": _device_name(device), "iters": stats.iters if stats else 0}
+    result["cost"] = {"data_s": stats.data_s if stats else 0.0, "train_s": stats.train_s if stats else 0.0,
+                      "eval_s": time.perf_counter() - t0, "images_per_s": stats.images_per_s if stats else 0.0,
+                      "peak_mem_mb": _peak_mem_mb(device), "trainable_params": method.count_trainable(),
+                      "total_params": total, "device": _device_name(device), "iters": stats.iters if stats else 0}
+    result["artifacts"]["predictions"] = _save_predictions(run_dir / "predictions.npz", predictions)
     if method.trains and (method.count_trainable() < 5_000_000 or os.environ.get("BENCH_KEEP_FULL")):
         path = run_dir / "trainable.safetensors"
         save_tensors(path, method.trainable_state(), metadata={"cell_id": cell["cell_id"]})
-        import hashlib
+        result["artifacts"]["trainable"] = {"path": path.name, "sha256": _sha256(path)}
 
-        result["artifacts"] = {"trainable": {"path": path.name,
-                                             "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}}
+
+def _save_predictions(path: Path, arrays: dict) -> dict:
+    """Per-image predictions of every evaluation, `<eval>/<field>` → array, in one compressed npz (atomic)."""
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+    atomic_write(path, write)
+    return {"path": path.name, "sha256": _sha256(path)}
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def run_cell(cell: dict, root: Path, force: bool = False) -> dict:
@@ -148,8 +196,9 @@ def run_cell(cell: dict, root: Path, force: bool = False) -> dict:
         logging.getLogger().addHandler(handler)
         if logging.getLogger().level > logging.INFO or logging.getLogger().level == logging.NOTSET:
             logging.getLogger().setLevel(logging.INFO)
+        logger.info("cell started: %s", cell["cell_id"])
         result = {"schema_version": 1, "cell_id": cell["cell_id"], "status": "running", "config": cell["config"],
-                  "data": {}, "metrics": {}, "cost": {}, "env": {}, "started_at": utcnow(), "finished_at": None,
+                  "data": {}, "metrics": {}, "skipped": {}, "cost": {}, "env": {}, "started_at": utcnow(), "finished_at": None,
                   "resumed": False, "error": None, "artifacts": {}, "_root": str(root)}
         try:
             result["env"] = environment()
@@ -157,16 +206,23 @@ def run_cell(cell: dict, root: Path, force: bool = False) -> dict:
             result["status"] = "completed"
         except Exception as err:  # one failing cell never kills a sweep: record it
             logger.error("cell %s failed: %s", cell["cell_id"], err)
-            (run_dir / "log.txt").open("a").write(traceback.format_exc())
+            logger.info("%s", traceback.format_exc())
             result["status"] = "failed"
             message = str(err).splitlines()[0] if str(err) else ""
             result["error"] = {"type": type(err).__name__, "message": message, "log": str(run_dir / "log.txt")}
+        result.pop("_root", None)
+        result["finished_at"] = utcnow()
+        try:
+            store.write_result(cell, result)
+        except OSError as err:    # a full or vanished disk: nothing half-written stays; the cell reruns next time
+            logger.error("cell %s: cannot write its result (%s); it stays pending", cell["cell_id"], err)
+            result = {**result, "status": "failed", "error": {"type": type(err).__name__, "message": f"result "
+                      f"not written: {err}", "log": str(run_dir / "log.txt")}}
+        else:
+            logger.info("result: %s", result["status"])
         finally:
             logging.getLogger().removeHandler(handler)
             handler.close()
-        result.pop("_root", None)
-        result["finished_at"] = utcnow()
-        store.write_result(cell, result)
         if result["status"] == "completed":
             import shutil
 

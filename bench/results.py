@@ -3,7 +3,7 @@
 Usage:
     >>> store = ResultStore(Path("results"))
     >>> store.is_completed(cell)                     # a completed result with the same cell id exists
-    >>> with store.lock(cell) as got: ...            # False when another process runs this cell
+    >>> with store.lock(cell) as got: ...            # False when another process runs this cell (bench.locks)
     >>> store.write_result(cell, result)
 
 Layout: `<root>/runs/<protocol>/<dataset>/<method>/<cell_id>/{result.json, log.txt, ckpt/, trainable.safetensors}`
@@ -13,19 +13,24 @@ and `<root>/sweeps/<sweep_id>.json`. Schema: docs/DESIGN.md. Nothing in the tree
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import hashlib
 import json
 import logging
 import os
 import platform
+import re
 import socket
 import subprocess
-from collections.abc import Iterator
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench import __version__
+from bench import __version__, locks
+from bench.errors import BenchError
 
 logger = logging.getLogger(__name__)
 
@@ -36,22 +41,35 @@ def utcnow() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write to a temp file in the same folder, fsync, rename: readers see the old or the new file, never half."""
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through `write(tmp)` to a temporary name in the same folder, fsync, rename: readers see the old or
+    the new file, never half of one. On any error (a full disk) the temporary file is removed and the error raised."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=2, sort_keys=False, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str),
+                                                  encoding="utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def read_json(path: Path) -> dict | None:
     try:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         logger.warning("ignoring malformed %s: %s", path, err)
@@ -82,6 +100,19 @@ class ResultStore:
     def is_completed(self, cell: dict) -> bool:
         return self.status(cell) == "completed"
 
+    def check_writable(self) -> None:
+        """A one-line error, before any cell runs, when the results root cannot be created or written."""
+        if self.root.exists() and not self.root.is_dir():
+            raise BenchError(f"results root {self.root} is a file, not a folder; pass --results DIR")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".bench-write-check.", dir=self.root)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            raise BenchError(f"results root {self.root} is not writable ({err.strerror or err}); "
+                             "pass --results DIR") from None
+
     def write_result(self, cell: dict, result: dict) -> Path:
         path = self.result_path(cell)
         write_json_atomic(path, result)
@@ -89,27 +120,18 @@ class ResultStore:
 
     @contextlib.contextmanager
     def lock(self, cell: dict) -> Iterator[bool]:
-        """Exclusive, non-blocking per-cell lock (flock: released by the OS if the process dies)."""
-        folder = self.cell_dir(cell)
-        folder.mkdir(parents=True, exist_ok=True)
-        fh = open(folder / ".lock", "a")
-        try:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            yield True
-        finally:
-            fh.close()
+        """Exclusive, non-blocking per-cell lock: flock, or lock files where flock does not hold (bench.locks)."""
+        with locks.cell_lock(self.cell_dir(cell)) as got:
+            yield got
 
     def _locked(self, cell: dict) -> bool:
-        return _lock_held(self.cell_dir(cell) / ".lock")
+        return locks.is_held(self.cell_dir(cell))
 
     def running_cells(self) -> set[str]:
-        """Cell ids whose lock is held by a live process."""
-        return {p.parent.name for p in (self.root / "runs").glob("*/*/*/*/.lock") if _lock_held(p)}
-
+        """Cell ids whose lock (of either kind) is held by a live process."""
+        runs = self.root / "runs"
+        folders = {p.parent for name in (locks.FLOCK_NAME, locks.FILE_NAME) for p in runs.glob(f"*/*/*/*/{name}")}
+        return {f.name for f in folders if locks.is_held(f)}
 
     def iter_results(self) -> Iterator[tuple[Path, dict]]:
         for dirpath, dirnames, filenames in os.walk(self.root / "runs"):
@@ -131,16 +153,169 @@ class ResultStore:
         return [s for s in out if s]
 
 
-def _lock_held(path: Path) -> bool:
-    if not path.exists():
-        return False
-    with open(path, "a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        return False
+# ---- verification: is every result what it claims to be? (`bench verify`, counted by `bench status`) ------
+
+TEMP_NAME = re.compile(r"\.tmp\d*$")       # write_json_atomic: .<name>.<pid>.tmp; checkpoints: .<name>.tmp<pid>
+TEMP_GRACE_S = 600.0                       # outside cell folders a younger temp file may be a write in progress
+
+
+@dataclass
+class Finding:
+    """One line of `bench verify`: a problem (the tree is not trustworthy) or a note (state worth knowing)."""
+    path: Path
+    message: str
+    problem: bool = True
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message if self.problem else 'note: ' + self.message}"
+
+
+@dataclass
+class Verification:
+    results: int = 0                       # result.json files checked
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[Finding]:
+        return [f for f in self.findings if f.problem]
+
+
+def verify_tree(root: Path, hashes: bool = True) -> Verification:
+    """Check every result.json under `root/runs` and the files around it; `hashes=False` skips artifact hashing.
+
+    Problems: unparsable or truncated JSON, another schema version, missing fields, a cell id that is not the hash
+    of the config and manifest, a folder that does not match the config, a missing artifact or one whose sha256
+    differs, a leftover temp file, a checkpoint left beside a completed result, an unreadable sweep file.
+    Notes: resumable checkpoints of failed or interrupted cells, stale lock files. Running cells (live lock) are
+    skipped for temp files and checkpoints."""
+    root = Path(root)
+    out = Verification()
+    live: dict[Path, bool] = {}
+
+    def running(folder: Path) -> bool:
+        if folder not in live:
+            live[folder] = locks.is_held(folder)
+        return live[folder]
+
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        folder = Path(dirpath)
+        rel = folder.relative_to(root).parts
+        in_runs = bool(rel) and rel[0] == "runs"
+        cell_dir = root.joinpath(*rel[:5]) if in_runs and len(rel) >= 5 else None
+        for name in sorted(n for n in filenames if TEMP_NAME.search(n)):
+            path = folder / name
+            if cell_dir is not None and not running(cell_dir):
+                out.findings.append(Finding(path, "leftover temp file (an interrupted write)"))
+            elif cell_dir is None and _age_s(path) > TEMP_GRACE_S:
+                out.findings.append(Finding(path, f"leftover temp file ({_age_s(path) / 3600:.1f} h old)"))
+        if in_runs and "result.json" in filenames:
+            out.results += 1
+            out.findings += _check_result(root, folder / "result.json", hashes)
+        if cell_dir == folder:
+            out.findings += _check_cell_state(folder, "ckpt" in dirnames, running)
+        if rel == ("sweeps",):
+            for name in sorted(n for n in filenames if n.endswith(".json")):
+                if not isinstance(_parse(folder / name)[0], dict):
+                    out.findings.append(Finding(folder / name, "sweep file is not a readable JSON object"))
+    return out
+
+
+def _age_s(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _parse(path: Path) -> tuple[Any, str | None]:
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        return None, f"unreadable: {err.strerror or err}"
+    if not raw.strip():
+        return None, "empty file"
+    try:
+        return json.loads(raw), None
+    except UnicodeDecodeError:
+        return None, "not UTF-8 text"
+    except json.JSONDecodeError as err:
+        return None, f"not valid JSON, truncated or corrupt ({err})"
+
+
+def _check_result(root: Path, path: Path, hashes: bool) -> list[Finding]:
+    from bench.grid import cell_identity_hash
+
+    res, error = _parse(path)
+    if error or not isinstance(res, dict):
+        return [Finding(path, error or "not a JSON object")]
+    if res.get("schema_version") != SCHEMA_VERSION:
+        return [Finding(path, f"schema_version {res.get('schema_version')!r}, this bench reads {SCHEMA_VERSION}")]
+    cfg, cid, status = res.get("config"), res.get("cell_id"), res.get("status")
+    missing = [k for k in ("protocol", "dataset", "method") if not isinstance(cfg, dict) or k not in cfg]
+    if not isinstance(cid, str) or missing:
+        return [Finding(path, "no cell_id" if not isinstance(cid, str) else f"config lacks {', '.join(missing)}")]
+    found = []
+    if status not in ("completed", "failed"):
+        found.append(Finding(path, f"status {status!r}, expected completed or failed"))
+    expected = root / "runs" / str(cfg["protocol"]) / str(cfg["dataset"]) / str(cfg["method"]) / cid
+    if path.parent != expected:
+        found.append(Finding(path, f"lies in {path.parent.relative_to(root)}/ but its config and cell id belong in "
+                                   f"{expected.relative_to(root)}/"))
+    data = res.get("data") if isinstance(res.get("data"), dict) else {}
+    if "manifest_sha256" in data:
+        actual = cell_identity_hash(cfg, data["manifest_sha256"])
+        if actual != cid:
+            found.append(Finding(path, f"cell id {cid} is not the hash of its config and manifest ({actual}): "
+                                       "edited after the run?"))
+    elif status == "completed":
+        found.append(Finding(path, "data.manifest_sha256 missing: the cell id cannot be checked"))
+    if status == "completed" and not res.get("metrics"):
+        found.append(Finding(path, "completed but has no metrics"))
+    artifacts = res.get("artifacts") or {}
+    for name, art in (artifacts.items() if isinstance(artifacts, dict) else [("?", None)]):
+        found += _check_artifact(path.parent, str(name), art, hashes)
+    return found
+
+
+def _check_artifact(folder: Path, name: str, art: Any, hashes: bool) -> list[Finding]:
+    if not isinstance(art, dict) or not isinstance(art.get("path"), str) or not isinstance(art.get("sha256"), str):
+        return [Finding(folder / "result.json", f"artifact {name}: needs a path and a sha256")]
+    rel = Path(art["path"])
+    if rel.is_absolute() or ".." in rel.parts:
+        return [Finding(folder / "result.json", f"artifact {name}: path {rel} leaves the cell folder")]
+    path = folder / rel
+    if not path.is_file():
+        return [Finding(path, f"artifact {name} recorded in result.json is missing")]
+    if hashes:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        if digest.hexdigest() != art["sha256"]:
+            return [Finding(path, f"artifact {name}: sha256 {digest.hexdigest()[:16]}… but result.json records "
+                                  f"{art['sha256'][:16]}… (modified or corrupt)")]
+    return []
+
+
+def _check_cell_state(folder: Path, has_ckpt: bool, running) -> list[Finding]:
+    """Checkpoints and lock files of one cell folder (nothing while its lock is live)."""
+    lock = locks.read_lock_file(folder / locks.FILE_NAME)
+    if not has_ckpt and lock is None or running(folder):
+        return []
+    found = []
+    if lock is not None and (reason := locks.stale_reason(lock)):
+        found.append(Finding(folder / locks.FILE_NAME, f"stale lock file ({reason}); the next run takes it over",
+                             problem=False))
+    if has_ckpt:
+        res, _ = _parse(folder / "result.json") if (folder / "result.json").exists() else (None, None)
+        status = res.get("status") if isinstance(res, dict) else None
+        if status == "completed":
+            found.append(Finding(folder / "ckpt", "orphaned checkpoint beside a completed result (safe to delete)"))
+        else:
+            found.append(Finding(folder / "ckpt", f"resumable checkpoint of {'a failed' if status else 'an interrupted'}"
+                                                  " cell (a rerun resumes from it)", problem=False))
+    return found
 
 
 def git_info() -> dict[str, Any]:
@@ -160,7 +335,7 @@ def environment() -> dict[str, Any]:
     import torch
 
     env = {"bench": __version__, **git_info(), "python": platform.python_version(), "torch": torch.__version__,
-           "open_clip": getattr(open_clip, "__version__", "?"), "host": socket.gethostname()}
+           "open_clip": getattr(open_clip, "__version__", "?"), "host": socket.gethostname(), "pid": os.getpid()}
     array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
     env["slurm_job_id"] = os.environ.get("SLURM_JOB_ID")
     env["slurm_array_job_id"] = array_job

@@ -24,6 +24,7 @@ import torch
 
 from bench.checkpoint import load_state, save_state
 from bench.config import TrainConfig
+from bench.data.decoded import DeviceTrainSet
 from bench.data.images import ImageSet, train_transform
 from bench.data.splits import Item
 
@@ -39,6 +40,7 @@ class TrainStats:
     first_loss: float = float("nan")
     last_loss: float = float("nan")
     resumed_from_epoch: int | None = None
+    data_s: float = 0.0           # decoding the train set (both paths decode once per cell)
 
     @property
     def images_per_s(self) -> float:
@@ -62,10 +64,18 @@ def lr_at(cfg: TrainConfig, epoch: int, it: int, total_epochs: int, total_iters:
     raise ValueError(f"unknown schedule {cfg.schedule!r}")
 
 
+def drops_last(cfg: TrainConfig, n_items: int) -> bool:
+    """Dassl ("auto") drops the last partial batch only when the set holds at least one full batch, so a tiny set
+    still gives one (short) batch per epoch; CLIP-LoRA's loader keeps it (false)."""
+    if cfg.drop_last == "auto":
+        return n_items >= cfg.batch_size
+    return bool(cfg.drop_last)
+
+
 def budget(cfg: TrainConfig, shots: int, n_items: int) -> tuple[int, int, int]:
-    """(iterations per epoch, total iterations, total epochs). Dassl drops the last partial batch only when the
-    set holds at least one full batch, so a tiny set still gives one (short) batch per epoch."""
-    per_epoch = n_items // cfg.batch_size if n_items >= cfg.batch_size else 1
+    """(iterations per epoch, total iterations, total epochs)."""
+    per_epoch = n_items // cfg.batch_size if drops_last(cfg, n_items) else math.ceil(n_items / cfg.batch_size)
+    per_epoch = max(per_epoch, 1)
     total_iters = cfg.total_iters(shots, per_epoch)
     return per_epoch, total_iters, math.ceil(total_iters / per_epoch)
 
@@ -85,6 +95,64 @@ def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None
     return {"auto": torch.bfloat16, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
 
 
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """The run's autocast context (training and evaluation alike); a no-op for fp32."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+class DivergedError(RuntimeError):
+    """A non-finite loss or trainable tensor: the cell fails instead of reporting chance accuracy."""
+
+
+class LossWatch:
+    """Reads each step's loss one step late, so the host never waits for the device in the middle of the loop
+    (it queues step k+1 before it looks at step k); a non-finite loss fails the cell naming the step it came from."""
+
+    def __init__(self, stats: TrainStats, cfg: TrainConfig):
+        self.stats, self.cfg = stats, cfg
+        self.pending: tuple[torch.Tensor, int, int] | None = None
+
+    def push(self, loss: torch.Tensor, epoch: int, it: int) -> None:
+        previous, self.pending = self.pending, (loss.detach(), epoch, it)
+        self._check(previous)
+
+    def flush(self) -> None:
+        previous, self.pending = self.pending, None
+        self._check(previous)
+
+    def _check(self, entry) -> None:
+        if entry is None:
+            return
+        loss, epoch, it = entry
+        value = float(loss)
+        if not math.isfinite(value):
+            raise DivergedError(_diverged(f"loss is {value}", epoch, it, self.cfg, self.stats.last_loss))
+        if math.isnan(self.stats.first_loss):
+            self.stats.first_loss = value
+        self.stats.last_loss = value
+
+
+def _batches(data, cfg: TrainConfig, drop_last: bool, gen: torch.Generator):
+    """(images, labels) batches in the sampler's order. Both paths shuffle with the same sampler and draw each
+    item's augmentation from the global RNG in the same order, so they see the same crops and flips."""
+    if isinstance(data, DeviceTrainSet):
+        order = torch.utils.data.DataLoader(range(len(data)), batch_size=cfg.batch_size, shuffle=True,
+                                            drop_last=drop_last, generator=gen)
+        return (data.batch(idx.tolist()) for idx in order)
+    return torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=drop_last,
+                                       generator=gen, num_workers=cfg.num_workers)
+
+
+def _compiled(method, cfg: TrainConfig):
+    """The training forward: the method itself, or (compile: true) torch.compile of it."""
+    return torch.compile(method) if cfg.compile else method
+
+
+def _diverged(what: str, epoch: int, it: int, cfg: TrainConfig, last: float) -> str:
+    return (f"training diverged: {what} at epoch {epoch + 1}, iteration {it + 1} (precision {cfg.precision}, "
+            f"lr {cfg.lr:g}; last finite loss {last:.4g})")
+
+
 def _seed_epoch(seed: int, epoch: int) -> torch.Generator:
     torch.manual_seed(seed * 1_000_003 + epoch)
     return torch.Generator().manual_seed(seed * 7_919 + epoch)
@@ -95,15 +163,20 @@ def train(method, items: list[Item], cfg: TrainConfig, shots: int, seed: int, de
           on_epoch: Callable[[int], None] | None = None) -> TrainStats:
     """Train `method` in place on `items`; checkpoint after epochs; resume from `ckpt_dir` when it holds state."""
     bb = method.backbone
-    data = ImageSet(items, train_transform(bb.image_size, bb.mean, bb.std, cfg.rrc_scale), preload=True)
-    drop_last = len(data) >= cfg.batch_size
+    t_data = time.perf_counter()
+    if cfg.fast:
+        data = DeviceTrainSet(items, bb.image_size, bb.mean, bb.std, cfg.rrc_scale, device)
+    else:
+        data = ImageSet(items, train_transform(bb.image_size, bb.mean, bb.std, cfg.rrc_scale), preload=True)
+    drop_last = drops_last(cfg, len(data))
     per_epoch, total_iters, total_epochs = budget(cfg, shots, len(data))
     method.to(device)
+    forward = _compiled(method, cfg)
     params = list(method.trainable_parameters().values())
     optimizer = make_optimizer(cfg, params)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     amp = autocast_dtype(cfg, device)
-    stats = TrainStats()
+    stats = TrainStats(data_s=time.perf_counter() - t_data)
     start_epoch, it = 0, 0
     if ckpt_dir is not None:
         meta = load_state(ckpt_dir, method, optimizer)
@@ -111,22 +184,20 @@ def train(method, items: list[Item], cfg: TrainConfig, shots: int, seed: int, de
             start_epoch, it = meta["epoch"], meta["iter"]
             stats.resumed_from_epoch = start_epoch
             logger.info("resumed from epoch %d (iteration %d)", start_epoch, it)
-    parts: dict[str, float] = {}
+    parts: dict[str, torch.Tensor] = {}
+    watch = LossWatch(stats, cfg)
     t0 = time.perf_counter()
     for epoch in range(start_epoch, total_epochs):
         method.train()
         gen = _seed_epoch(seed, epoch)
-        loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=drop_last,
-                                             generator=gen, num_workers=cfg.num_workers)
-        for images, labels in loader:
+        for images, labels in _batches(data, cfg, drop_last, gen):
             if it >= total_iters:
                 break
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(cfg, epoch, it, total_epochs, total_iters)
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                logits = method(images)
-                loss, parts = method.loss(logits.float(), labels)
+            with autocast(device, amp):
+                loss, parts = method.loss(forward(images).float(), labels)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.grad_clip:
@@ -134,16 +205,18 @@ def train(method, items: list[Item], cfg: TrainConfig, shots: int, seed: int, de
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             scaler.step(optimizer)
             scaler.update()
-            value = float(loss.detach())
-            stats.first_loss = value if math.isnan(stats.first_loss) else stats.first_loss
-            stats.last_loss = value
+            watch.push(loss, epoch, it)
             stats.images += len(labels)
             it += 1
+        watch.flush()
         stats.epochs = epoch + 1
+        bad = next((n for n, p in method.trainable_parameters().items() if not torch.isfinite(p).all()), None)
+        if bad is not None:
+            raise DivergedError(_diverged(f"trainable tensor {bad} is not finite", epoch, it - 1, cfg, stats.last_loss))
         if (epoch + 1) % max(cfg.ckpt_every, 1) == 0 or epoch + 1 == total_epochs:
             logger.info("epoch %d/%d it %d/%d loss %.4f lr %.2e %s", epoch + 1, total_epochs, it, total_iters,
                         stats.last_loss, optimizer.param_groups[0]["lr"],
-                        " ".join(f"{k} {v:.4f}" for k, v in parts.items()))
+                        " ".join(f"{k} {float(v):.4f}" for k, v in parts.items()))
             if ckpt_dir is not None:
                 save_state(ckpt_dir, method.trainable_state(), optimizer, {"epoch": epoch + 1, "iter": it})
         if on_epoch is not None:

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ["CUDA_VISIBLE_DEVICES"] = ""
+os.environ.setdefault("BENCH_DECODE_CACHE", tempfile.mkdtemp(prefix="bench-test-decoded-"))   # never ~/.cache
 os.environ.setdefault("BENCH_LOG_LEVEL", "WARNING")
 sys.path.insert(0, str(Path(__file__).parent))
 
 import pytest  # noqa: E402
 from toydata import make_toy_world  # noqa: E402
+
+
+def pytest_configure(config):
+    """CPU-only unless the GPU tests were asked for (`pytest -m gpu`)."""
+    expr = config.getoption("markexpr") or ""
+    if "gpu" not in expr or "not gpu" in expr:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 
 @pytest.fixture(autouse=True)

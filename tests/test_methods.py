@@ -159,7 +159,7 @@ def test_clipfit_regulariser_is_zero_at_start_and_lambda_from_card(tiny_backbone
     logits = m5(torch.randn(2, 3, 32, 32))
     loss, parts = m5.loss(logits, torch.tensor([0, 1]))
     assert parts["reg"] > 1e-4
-    assert loss.item() == pytest.approx(parts["ce"] + 5.0 * parts["reg"], rel=1e-5)
+    assert loss.item() == pytest.approx(float(parts["ce"]) + 5.0 * float(parts["reg"]), rel=1e-5)
 
 
 def test_base_to_new_evaluates_new_classes_with_the_tuned_model(toy, tiny_backbone):

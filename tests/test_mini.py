@@ -292,8 +292,8 @@ def test_full_world_is_the_reference(full_cache, capsys, monkeypatch):
 def test_full_world_targets(tmp_path, full_cache):
     """The real build meets the issue's targets: zero-shot between 2x chance and 90% on every dataset, and 16-shot
     ClipFit beats zero-shot on base classes by >= 5 points (suite mean over seeds 1, 2)."""
-    from bench.collect import load_results
     from bench.mini.probe import zero_shot_table
+    from bench.report.collect import load_results
 
     world = ensure_world(full_cache, seed=0)
     for name, (acc, chance) in zero_shot_table(world).items():

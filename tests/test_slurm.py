@@ -137,6 +137,25 @@ def test_failed_cell_shows_in_status_with_its_log(slurm_env, toy, tmp_path, caps
     assert "1 done, 1 failed" in out and "log:" in out and "SLURM:" in out
 
 
+@pytest.mark.slurm
+def test_json_architecture_and_weights_file_run_on_the_cluster(slurm_env, toy, tmp_path):
+    import open_clip
+    import torch
+
+    arch = tmp_path / "my-arch.json"
+    cfg = {"embed_dim": 32, "quick_gelu": True, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16,
+                                                               "patch_size": 8},
+           "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    arch.write_text(json.dumps(cfg))
+    torch.save(open_clip.CLIP(**cfg).state_dict(), tmp_path / "w.pt")
+    r = tmp_path / "r"
+    assert _run(toy, r, "--backbone", str(arch), "--pretrained", str(tmp_path / "w.pt"), "--datasets", "toy",
+                "--methods", "clipfit,coop", "--shots", "1", "--seeds", "1", *FAST) == 0
+    results = [res for _, res in ResultStore(r).iter_results()]
+    assert len(results) == 2 and all(res["status"] == "completed" and res["env"]["slurm_job_id"] for res in results)
+    assert {res["config"]["activation"] for res in results} == {"quick_gelu"}
+
+
 def test_debug_executor_runs_cells_in_process(toy, tmp_path):
     r = tmp_path / "r"
     assert main(["run", "--suite", "toy", "--data-root", str(toy), "--results", str(r), "--no-leaderboard",

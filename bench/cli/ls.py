@@ -30,12 +30,13 @@ def execute(args) -> int:
         rows = [(n, s.get("title", ""), ", ".join(s.get("datasets") or [])) for n, s in cards.suites().items()]
         print(tabulate(rows, headers=["suite", "title", "datasets"], maxcolwidths=[None, 40, 70]))
     else:
-        import importlib.util
-        from pathlib import Path
+        from bench.backbone_spec import CONFIG_DIR, list_backbones
 
-        names = sorted(p.stem for p in (Path(importlib.util.find_spec("bench").origin).parent / "model_configs").glob("*.json"))
-        spec = importlib.util.find_spec("open_clip")
-        oc = sorted(p.stem for p in (Path(spec.origin).parent / "model_configs").glob("*.json")) if spec else []
-        print("bench:", ", ".join(names))
-        print("open_clip:", ", ".join(oc))
+        own = sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+        print("bench:", ", ".join(own))
+        print("open_clip:", ", ".join(n for n in list_backbones() if n not in own))
+        print("also: path/to/arch.json (an open_clip model config, named by its file stem), local-dir:DIR "
+              "(open_clip_config.json + weights), hf-hub:org/repo")
+        print("activation: QuickGELU where the weights were trained with it (tag config, OpenAI release files); "
+              "--activation quick_gelu|gelu overrides")
     return 0

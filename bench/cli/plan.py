@@ -16,7 +16,7 @@ def add_arguments(p) -> None:
     add_grid_arguments(p)
     p.add_argument("--executor", choices=["local", "slurm", "debug"], default="local")
     p.add_argument("--cells-per-job", type=int, default=1)
-    p.add_argument("--profile", help="SLURM profile (slurm/profiles/<name>.yaml)")
+    p.add_argument("--profile", help="SLURM profile: a name (see `bench run --help`) or a YAML path")
 
 
 def execute(args) -> int:
@@ -24,12 +24,18 @@ def execute(args) -> int:
 
     from tabulate import tabulate
 
+    from bench.backbone_spec import resolve_backbone
     from bench.cli._grid_args import build_grid
     from bench.grid import expand
     from bench.results import ResultStore
 
     grid = build_grid(args, prepare_world=False)
+    if args.profile:
+        from bench.profiles import load_profile
+
+        load_profile(args.profile)                      # a bad profile fails here, as it would at submission
     cells = expand(grid)
+    spec = resolve_backbone(grid.backbone, grid.pretrained, grid.activation)
     store = ResultStore(args.results)
     rows, counts = [], Counter()
     for cell in cells:
@@ -47,5 +53,7 @@ def execute(args) -> int:
         where = f"slurm: {jobs} array task(s) of ≤{args.cells_per_job} cell(s), profile {args.profile or 'flags'}"
     print(f"\n{len(cells)} cells: {counts['completed']} completed, {counts['failed']} failed, "
           f"{counts['running']} running, {counts['pending']} pending → {todo} to run on {where}; "
-          f"backbone {grid.backbone}/{grid.pretrained}, results in {args.results}")
+          f"backbone {spec.label}/{spec.weights_label} ({spec.activation}: {spec.reason}), results in {args.results}")
+    if spec.notice:
+        print(f"note: {spec.notice}")
     return 0

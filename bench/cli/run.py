@@ -18,11 +18,14 @@ def add_arguments(p) -> None:
     e = p.add_argument_group("execution")
     e.add_argument("--executor", choices=["local", "slurm", "debug"], default="local")
     e.add_argument("--gpus", help="local: comma-separated GPU ids, one worker process per GPU")
+    e.add_argument("--cells-per-gpu", type=int, metavar="N",
+                   help="run N cells at once on each GPU (local, and inside each SLURM task), as memory allows")
     e.add_argument("--force", action="store_true", help="rerun cells even when a completed result exists")
     e.add_argument("--retry-failed", action="store_true", help="run only the cells whose last result failed")
     e.add_argument("--no-leaderboard", action="store_true", help="do not regenerate results/LEADERBOARD.md")
     s = p.add_argument_group("slurm (flags override --profile)")
-    s.add_argument("--profile", help="slurm/profiles/<name>.yaml or a YAML path")
+    s.add_argument("--profile", help="a profile name (shipped: local, gpu-cluster.example; yours in "
+                                     "~/.config/bench/profiles or BENCH_PROFILES_PATH) or a YAML path")
     for flag, typ in (("partition", str), ("gpus-per-node", int), ("cpus-per-task", int), ("mem-gb", float),
                       ("timeout-min", int), ("account", str), ("qos", str), ("array-parallelism", int),
                       ("cells-per-job", int), ("max-array-size", int)):
@@ -32,26 +35,26 @@ def add_arguments(p) -> None:
 
 
 def _slurm_options(args):
-    from bench.executors.slurm import SlurmOptions, load_profile
+    from bench.profiles import slurm_options
 
-    raw = load_profile(args.profile) if args.profile else {}
-    for key in ("partition", "gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min", "account", "qos",
-                "array_parallelism", "cells_per_job", "max_array_size", "setup"):
-        if getattr(args, key) is not None:
-            raw[key] = getattr(args, key)
-    return SlurmOptions(**raw)
+    keys = ("partition", "gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min", "account", "qos",
+            "array_parallelism", "cells_per_job", "cells_per_gpu", "max_array_size", "setup")
+    return slurm_options(args.profile, **{k: getattr(args, k) for k in keys})
 
 
 def execute(args) -> int:
     import hashlib
 
+    from bench.backbone_spec import resolve_backbone
     from bench.cli._grid_args import build_grid
     from bench.grid import expand
     from bench.results import ResultStore, utcnow
 
     grid = build_grid(args, prepare_world=True)
     cells = expand(grid)
+    spec = resolve_backbone(grid.backbone, grid.pretrained, grid.activation)   # the notice, if any: _check_backbone
     store = ResultStore(args.results)
+    store.check_writable()
     status = {c["cell_id"]: store.status(c) for c in cells}
     if args.retry_failed:
         todo = [c for c in cells if status[c["cell_id"]] == "failed"]
@@ -59,19 +62,22 @@ def execute(args) -> int:
         todo = [c for c in cells if args.force or status[c["cell_id"]] != "completed"]
     sweep_id = utcnow().replace(":", "").replace("-", "") + "-" + hashlib.sha256(
         "".join(c["cell_id"] for c in cells).encode()).hexdigest()[:8]
-    keys = ("method", "dataset", "protocol", "shots", "seed", "backbone", "pretrained")
+    keys = ("method", "dataset", "protocol", "shots", "seed", "backbone", "pretrained", "activation")
     sweep = {"sweep_id": sweep_id, "created_at": utcnow(), "executor": args.executor,
              "cells": [{"cell_id": c["cell_id"], **{k: c["config"][k] for k in keys}} for c in cells], "jobs": {}}
     print(f"{len(cells)} cells, {len(cells) - len(todo)} already complete, {len(todo)} to run "
-          f"({grid.backbone}/{grid.pretrained}, results in {args.results})", flush=True)
-    store.write_sweep(sweep)
+          f"({spec.label}/{spec.weights_label}, {spec.activation}; results in {args.results})", flush=True)
+    cluster = bool(todo) and args.executor in ("slurm", "debug")
+    options = _slurm_options(args) if cluster else None
     if todo:
-        _check_backbone(grid, load=args.executor == "local" and not args.gpus)
+        _check_backbone(grid, load=args.executor == "local" and not args.gpus and (args.cells_per_gpu or 1) == 1)
+    if not cluster:
+        store.write_sweep(sweep)                # only an accepted run is a sweep whose cells the leaderboard expects
     failed = 0
-    if todo and args.executor in ("slurm", "debug"):
+    if cluster:
         from bench.executors.slurm import submit, wait
 
-        jobs, sweep["jobs"] = submit(todo, args.results, _slurm_options(args), cluster=args.executor, force=args.force)
+        jobs, sweep["jobs"] = submit(todo, args.results, options, cluster=args.executor, force=args.force)
         store.write_sweep(sweep)
         print(f"submitted {len(todo)} cells as {len(jobs)} task(s); follow with: bench status {args.results}")
         if args.executor == "debug" or args.wait:
@@ -83,10 +89,11 @@ def execute(args) -> int:
             failed = sum(store.status(c) == "failed" for c in todo)
         else:
             return 0
-    elif todo and args.gpus:
-        from bench.executors.local import run_on_gpus
+    elif todo and (args.gpus or (args.cells_per_gpu or 1) > 1):
+        from bench.executors.local import run_packed
 
-        failed = run_on_gpus(todo, args.results, [g.strip() for g in args.gpus.split(",")], args.force)["failed"]
+        devices = [g.strip() for g in args.gpus.split(",")] if args.gpus else [None]
+        failed = run_packed(todo, args.results, devices, args.cells_per_gpu or 1, args.force)["failed"]
     elif todo:
         from bench.executors.local import run_local
 
@@ -103,13 +110,13 @@ def _check_backbone(grid, load: bool) -> None:
     from bench import backbone
 
     if load:
-        backbone.load_backbone(grid.backbone, grid.pretrained)
+        backbone.load_backbone(grid.backbone, grid.pretrained, grid.activation)
     else:
-        backbone.check_backbone(grid.backbone, grid.pretrained)
+        backbone.check_backbone(grid.backbone, grid.pretrained, grid.activation)
 
 
 def _leaderboard(root) -> None:
-    from bench.leaderboard import write_leaderboard
+    from bench.report.leaderboard import write_leaderboard
 
-    path = write_leaderboard(root)
-    print(f"leaderboard: {path}")
+    path = write_leaderboard(root, html=True)
+    print(f"leaderboard: {path} (and {path.with_name('LEADERBOARD.html').name})")

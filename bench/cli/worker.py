@@ -14,6 +14,7 @@ def add_arguments(p) -> None:
     p.add_argument("cells", type=Path)
     p.add_argument("--results", type=Path, default=Path("results"))
     p.add_argument("--force", action="store_true")
+    p.add_argument("--claims", type=Path, help="folder where the workers of one sweep claim cells (once each)")
 
 
 def execute(args) -> int:
@@ -21,5 +22,6 @@ def execute(args) -> int:
 
     from bench.executors.local import run_local
 
-    counts = run_local(json.loads(args.cells.read_text()), args.results, force=args.force, progress=False)
+    counts = run_local(json.loads(args.cells.read_text()), args.results, force=args.force, progress=False,
+                       claims=args.claims)
     return 0 if not counts.get("failed") else 1

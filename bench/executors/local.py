@@ -1,11 +1,14 @@
-"""Local execution: cells one after another in this process, or one worker process per GPU.
+"""Local execution: cells one after another in this process, or worker processes packed onto devices.
 
 Usage:
-    >>> summary = run_local(cells, Path("results"))                    # in-process, progress bar over cells
-    >>> summary = run_on_gpus(cells, Path("results"), gpus=["0", "1"])  # CUDA_VISIBLE_DEVICES per worker
+    >>> summary = run_local(cells, Path("results"))                           # in-process, progress bar
+    >>> summary = run_packed(cells, Path("results"), devices=["0", "1"])      # one worker per GPU
+    >>> summary = run_packed(cells, Path("results"), devices=[None], per_device=4)   # 4 cells at once on one GPU
 
-Workers share the cell list and take cells by per-cell lock, so no cell runs twice and a killed worker's
-cells are picked up on the next run.
+Workers share the cell list and take cells by per-cell lock, so no cell runs twice and a killed worker's cells
+are picked up on the next run. Packing: a ViT-B/16 cell at batch 32 uses a small part of a large GPU, so N
+workers can share one. The first worker of a device starts at once; each further one only when the device's
+free memory still holds the largest peak a finished cell reported (× 1.3 + 1 GiB for its CUDA context).
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -23,8 +28,24 @@ from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
 
+MARGIN, CONTEXT_MB = 1.3, 1024
 
-def run_local(cells: list[dict], root: Path, force: bool = False, progress: bool = True) -> Counter:
+
+def claim(claims: Path | None, cell: dict) -> bool:
+    """Take `cell` for this worker among the workers of one sweep (atomic O_EXCL file); True without claims."""
+    if claims is None:
+        return True
+    try:
+        os.close(os.open(claims / cell["cell_id"], os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return True
+    except FileExistsError:
+        return False
+
+
+def run_local(cells: list[dict], root: Path, force: bool = False, progress: bool = True,
+              claims: Path | None = None) -> Counter:
+    """Run cells in this process. Sibling workers of one sweep share `claims`, a folder where each cell is
+    claimed once, so a cell one of them finished is never run again (with --force too)."""
     from bench.cell import run_cell
 
     counts: Counter = Counter()
@@ -32,7 +53,13 @@ def run_local(cells: list[dict], root: Path, force: bool = False, progress: bool
     for cell in bar:
         c = cell["config"]
         bar.set_postfix_str(f"{c['method']} {c['dataset']} K={c['shots']} seed={c['seed']}")
-        result = run_cell(cell, root, force=force)
+        if not claim(claims, cell):
+            counts["taken by a sibling worker"] += 1
+            continue
+        try:
+            result = run_cell(cell, root, force=force)
+        except OSError as err:         # the results disk itself failed (full, vanished): this cell only
+            result = {"status": "failed", "error": {"message": f"{type(err).__name__}: {err}", "log": None}}
         counts[result.get("status", "failed")] += 1
         if result.get("status") == "failed":
             tqdm.write(f"FAILED {c['method']} {c['dataset']} K={c['shots']} seed={c['seed']}: "
@@ -40,21 +67,70 @@ def run_local(cells: list[dict], root: Path, force: bool = False, progress: bool
     return counts
 
 
-def run_on_gpus(cells: list[dict], root: Path, gpus: list[str], force: bool = False) -> Counter:
-    """Start one `bench worker` per GPU over the same cell file and wait for all of them."""
-    fd, path = tempfile.mkstemp(prefix="bench-cells-", suffix=".json")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(cells, fh)
-    procs = []
-    for gpu in gpus:
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
-        cmd = [sys.executable, "-m", "bench", "worker", path, "--results", str(root)] + (["--force"] if force else [])
-        procs.append(subprocess.Popen(cmd, env=env))
-    codes = [p.wait() for p in procs]
-    os.unlink(path)
-    if any(codes):
-        logger.warning("worker exit codes: %s", codes)
-    from bench.results import ResultStore
+def free_mb(device: str | None) -> float:
+    """Free memory of a CUDA device (nvidia-smi, without a CUDA context here), or available host memory."""
+    visible = device if device is not None else os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.free", "--format=csv,noheader,nounits", "-i",
+                              visible or "0"], capture_output=True, text=True, timeout=20)
+        if out.returncode == 0 and out.stdout.strip():
+            return float(out.stdout.split()[0])
+    except (OSError, subprocess.SubprocessError, ValueError):
+        pass
+    with open("/proc/meminfo") as fh:
+        info = dict(line.split(":", 1) for line in fh)
+    return float(info["MemAvailable"].split()[0]) / 1024
+
+
+def _largest_peak(store, cells: list[dict], since: str) -> float | None:
+    peaks = [(res.get("cost") or {}).get("peak_mem_mb") for res in map(store.read, cells)
+             if res and res.get("status") == "completed" and res.get("finished_at", "") >= since]
+    peaks = [p for p in peaks if p]
+    return max(peaks) if peaks else None
+
+
+def run_packed(cells: list[dict], root: Path, devices: list[str | None], per_device: int = 1,
+               force: bool = False, poll_s: float = 2.0) -> Counter:
+    """`per_device` `bench worker` processes on each device (None: the visible one) over the same cell file."""
+    from bench.data.decoded import available_cpus
+    from bench.results import ResultStore, utcnow
 
     store = ResultStore(root)
+    since = utcnow()
+    work = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
+    (work / "claims").mkdir()
+    (work / "cells.json").write_text(json.dumps(cells))
+    threads = str(max(1, available_cpus() // (len(devices) * per_device)))
+    cmd = [sys.executable, "-m", "bench", "worker", str(work / "cells.json"), "--results", str(root),
+           "--claims", str(work / "claims")] + (["--force"] if force else [])
+
+    def start(device: str | None) -> subprocess.Popen:
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)}
+        if device is not None:
+            env["CUDA_VISIBLE_DEVICES"] = device
+        return subprocess.Popen(cmd, env=env)
+
+    procs = {d: [start(d)] for d in devices}
+    waiting = {d for d in devices if per_device > 1}
+    while any(p.poll() is None for group in procs.values() for p in group):
+        for device in list(waiting):
+            alive = [p for p in procs[device] if p.poll() is None]
+            peak = _largest_peak(store, cells, since)
+            if not alive or len(procs[device]) >= per_device:
+                waiting.discard(device)
+            elif peak is not None:
+                need, free = peak * MARGIN + CONTEXT_MB, free_mb(device)
+                if free >= need:
+                    procs[device].append(start(device))
+                    logger.info("device %s: worker %d started (free %.0f MiB, a cell peaks at %.0f MiB)",
+                                device, len(procs[device]), free, peak)
+                else:
+                    logger.warning("device %s: %d cell(s) at once (free %.0f MiB < %.0f MiB for another)",
+                                   device, len(procs[device]), free, need)
+                    waiting.discard(device)
+        time.sleep(poll_s)
+    codes = [p.returncode for group in procs.values() for p in group]
+    shutil.rmtree(work, ignore_errors=True)
+    if any(codes):
+        logger.warning("worker exit codes: %s", codes)
     return Counter(store.status(c) for c in cells)

@@ -17,50 +17,15 @@ import re
 import shutil
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import submitit
 
-from bench.cards import load_yaml
 from bench.errors import BenchError
+from bench.profiles import SlurmOptions, load_profile, slurm_options  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
-
-PROFILE_DIR = Path(__file__).resolve().parents[2] / "slurm" / "profiles"
-
-
-@dataclass
-class SlurmOptions:
-    partition: str | None = None
-    gpus_per_node: int = 1
-    cpus_per_task: int = 8
-    mem_gb: float = 32
-    timeout_min: int = 240
-    account: str | None = None
-    qos: str | None = None
-    array_parallelism: int = 64
-    setup: list[str] = field(default_factory=list)      # shell lines before the task (module load, venv, ...)
-    cells_per_job: int = 1
-    max_array_size: int | None = None                   # None: read MaxArraySize from scontrol
-    max_num_timeout: int = 3                            # requeues after a time-out
-    signal_delay_s: int = 120
-
-
-def load_profile(name_or_path: str) -> dict:
-    path = Path(name_or_path)
-    if not path.is_file():
-        path = PROFILE_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
-        names = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
-        raise BenchError(f"SLURM profile '{name_or_path}' not found; available in {PROFILE_DIR}: {', '.join(names)}")
-    raw = load_yaml(path) or {}
-    valid = {f.name for f in fields(SlurmOptions)}
-    unknown = sorted(set(raw) - valid)
-    if unknown:
-        raise BenchError(f"SLURM profile {path}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
-    return raw
-
 
 def cluster_max_array_size() -> int | None:
     if not shutil.which("scontrol"):
@@ -76,14 +41,21 @@ def cluster_max_array_size() -> int | None:
 class CellJob(submitit.helpers.Checkpointable):
     """One array task: run its cells in order; requeued on SIGUSR2 and resumed from checkpoints."""
 
-    def __init__(self, cells: list[dict], root: str, force: bool = False):
-        self.cells, self.root, self.force = cells, root, force
+    def __init__(self, cells: list[dict], root: str, force: bool = False, per_gpu: int = 1):
+        self.cells, self.root, self.force, self.per_gpu = cells, root, force, per_gpu
 
     def __call__(self) -> dict[str, str]:
         from bench.cell import run_cell
         from bench.cli import setup_logging
+        from bench.results import ResultStore
 
         setup_logging()
+        if self.per_gpu > 1 and len(self.cells) > 1:
+            from bench.executors.local import run_packed
+
+            run_packed(self.cells, Path(self.root), [None], self.per_gpu, self.force)
+            store = ResultStore(Path(self.root))
+            return {c["cell_id"]: store.status(c) for c in self.cells}
         out = {}
         for cell in self.cells:
             out[cell["cell_id"]] = run_cell(cell, Path(self.root), force=self.force).get("status", "failed")
@@ -91,7 +63,7 @@ class CellJob(submitit.helpers.Checkpointable):
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         # training state is already on disk (per epoch); never force-rerun what completed before the requeue
-        return submitit.helpers.DelayedSubmission(CellJob(self.cells, self.root, force=False))
+        return submitit.helpers.DelayedSubmission(CellJob(self.cells, self.root, force=False, per_gpu=self.per_gpu))
 
 
 def make_executor(root: Path, opts: SlurmOptions, cluster: str) -> submitit.AutoExecutor:
@@ -121,7 +93,7 @@ def submit(cells: list[dict], root: Path, opts: SlurmOptions, cluster: str = "sl
     jobs, mapping = [], {}
     for start in range(0, len(chunks), cap):
         part = chunks[start:start + cap]
-        submitted = executor.submit_array([CellJob(chunk, str(root), force) for chunk in part])
+        submitted = executor.submit_array([CellJob(chunk, str(root), force, opts.cells_per_gpu) for chunk in part])
         for job, chunk in zip(submitted, part):
             for cell in chunk:
                 mapping[cell["cell_id"]] = job.job_id

@@ -26,11 +26,13 @@ for _name, _target in {
     METHODS.register_lazy(_name, _target)
 
 
-def build_method(name: str, backbone, classnames: list[str], template: str, params: dict, dataset: str = ""):
-    """Instantiate a registered method on a fresh copy of the backbone's model."""
+def build_method(name: str, backbone, classnames: list[str], template: str, params: dict, dataset: str = "",
+                 truncate_text: bool = True):
+    """Instantiate a registered method on a fresh copy of the backbone's model (`truncate_text`: encode prompts
+    only up to their end-of-text token, exact under the causal mask; off on the slow path)."""
     from bench.methods.base import Method
 
     cls = METHODS.get(name)
     if not (isinstance(cls, type) and issubclass(cls, Method)):
         raise TypeError(f"method '{name}' resolves to {cls!r}, which is not a bench.methods.base.Method")
-    return cls(backbone, classnames, template, params, dataset=dataset)
+    return cls(backbone, classnames, template, params, dataset=dataset, truncate_text=truncate_text)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.backbone import Backbone
+from bench.backbone import Backbone, encode_text, truncate_tokens
 from bench.errors import BenchError
 
 logger = logging.getLogger(__name__)
@@ -58,15 +58,18 @@ class Method(nn.Module):
     frozen_text_tower: ClassVar[bool] = False    # class text features are computed once per class list
     supports_new_classes: ClassVar[bool] = True
 
-    def __init__(self, backbone: Backbone, classnames: list[str], template: str, params: dict, dataset: str = ""):
+    def __init__(self, backbone: Backbone, classnames: list[str], template: str, params: dict, dataset: str = "",
+                 truncate_text: bool = True):
         super().__init__()
         self.backbone = backbone
         self.dataset = dataset
+        self.truncate_text = truncate_text          # encode prompts only up to their end-of-text (exact; fast path)
         self.p = parse_params(self.Params, params, self.name)
         self.clip = backbone.fresh_model()
         for prm in self.clip.parameters():
             prm.requires_grad_(False)
         self.classnames: list[str] = []
+        self.trained_classnames: list[str] = list(classnames)     # the classes the method is trained on
         self.template = template
         self._text_cache: torch.Tensor | None = None
         self.setup()
@@ -98,33 +101,45 @@ class Method(nn.Module):
 
     def compute_text_features(self) -> torch.Tensor:
         """(C, D) class text features through the (possibly tuned) text tower."""
-        tokens = self.class_tokens.to(self.device)
-        return self.clip.encode_text(tokens)
+        return encode_text(self.clip, self.tokens_on_device(self.class_tokens))
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(total loss, named detached parts for the log). Parts stay tensors: reading them would sync a GPU."""
         ce = F.cross_entropy(logits, labels)
-        return ce, {"ce": float(ce.detach())}
+        return ce, {"ce": ce.detach()}
 
     # -- shared machinery --
     @property
     def device(self) -> torch.device:
         return self.clip.logit_scale.device
 
+    def tokens_on_device(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token ids come from the tokenizer on the CPU; every lookup happens where the model lives."""
+        return tokens.to(self.device)
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        """(n, L) token ids on the CPU, cut after the batch's last end-of-text token when truncate_text is on."""
+        tokens = self.backbone.tokenize(texts)
+        return truncate_tokens(self.clip, tokens) if self.truncate_text else tokens
+
     def set_classnames(self, classnames: list[str], template: str | None = None) -> None:
         """Rebuild the classifier for a new class list (base-to-new, cross-dataset)."""
         self.classnames = list(classnames)
         if template is not None:
             self.template = template
-        self.class_tokens = self.backbone.tokenize([self.template.format(c) for c in self.classnames])
+        self.class_tokens = self.tokenize([self.template.format(c) for c in self.classnames])
         self._text_cache = None
+
+    def can_classify(self, classnames: list[str]) -> bool:
+        """Methods with a text classifier name any class; a linear head only the classes it was trained on."""
+        return self.supports_new_classes or set(classnames) <= set(self.trained_classnames)
 
     def retarget(self, classnames: list[str], dataset: str, dataset_template: str) -> None:
         """Point the trained model at another class list / dataset (new classes, cross-dataset targets)."""
-        if not self.supports_new_classes and list(classnames) != self.classnames:
-            missing = [c for c in classnames if c not in self.classnames]
-            if missing:
-                raise BenchError(f"method '{self.name}' cannot classify classes it was not trained on "
-                                 f"(e.g. '{missing[0]}')")
+        if not self.can_classify(classnames):
+            missing = [c for c in classnames if c not in self.trained_classnames]
+            raise BenchError(f"method '{self.name}' cannot classify classes it was not trained on "
+                             f"(e.g. '{missing[0]}')")
         self.dataset = dataset
         self.set_classnames(classnames, self.method_template(dataset_template))
 
@@ -133,8 +148,8 @@ class Method(nn.Module):
         if self._text_cache is not None:
             return self._text_cache
         if self.frozen_text_tower or not self.training:
-            with torch.no_grad():
-                self._text_cache = self.compute_text_features()
+            with torch.no_grad():      # cached in fp32 whatever the autocast it was computed under
+                self._text_cache = self.compute_text_features().float()
             return self._text_cache
         return self.compute_text_features()
 

@@ -27,6 +27,10 @@ class Params:
     templates: dict = field(default_factory=dict)       # dataset → template (ClipFit's DTD template differs)
 
 
+# Params ranges, checked before any cell runs (bench.settings reads them without importing this file)
+LIMITS = {"lam": "[0, inf)"}
+
+
 class ClipFit(Method):
     """Bias + LayerNorm tuning with a frozen-text-feature regulariser."""
 
@@ -64,7 +68,7 @@ class ClipFit(Method):
         self._last_text = feats
         return feats
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         ce = F.cross_entropy(logits, labels)
         reg = self.regulariser()
-        return ce + self.p.lam * reg, {"ce": float(ce.detach()), "reg": float(reg.detach())}
+        return ce + self.p.lam * reg, {"ce": ce.detach(), "reg": reg.detach()}

@@ -30,6 +30,10 @@ class Params:
     init_std: float = 0.02                  # N(0, init_std²) for random init
 
 
+# Params ranges, checked before any cell runs (bench.settings reads them without importing this file)
+LIMITS = {"n_ctx": "[1, inf)", "class_token_position": ["end", "middle", "front"], "init_std": "(0, inf)"}
+
+
 class CoOp(Method):
     """Context optimisation: learnable prompt vectors shared by all classes (or per class)."""
 
@@ -47,7 +51,7 @@ class CoOp(Method):
             tokens = self.backbone.tokenize([words])
             self.n_ctx = int((tokens[0] > 0).sum()) - 2                     # minus SOS/EOS
             with torch.no_grad():
-                ctx = token_embeddings(self.clip, tokens)[0, 1:1 + self.n_ctx].clone()   # (M, width)
+                ctx = token_embeddings(self.clip, self.tokens_on_device(tokens))[0, 1:1 + self.n_ctx].clone()  # (M, w)
             self.prefix_text = words
         else:
             self.n_ctx = p.n_ctx
@@ -56,24 +60,24 @@ class CoOp(Method):
             self.prefix_text = " ".join(["X"] * self.n_ctx)
         self.ctx = nn.Parameter(ctx)                                           # (M, width) or (C, M, width)
 
-    def __init__(self, backbone, classnames, template, params, dataset=""):
+    def __init__(self, backbone, classnames, template, params, dataset="", **options):
         self._n_classes_hint = len(classnames)
-        super().__init__(backbone, classnames, template, params, dataset)
+        super().__init__(backbone, classnames, template, params, dataset, **options)
 
     def set_classnames(self, classnames: list[str], template: str | None = None) -> None:
         if self.p.csc and len(classnames) != self.ctx.shape[0]:
             raise BenchError("coop with class-specific context cannot be rebuilt for a different class list")
         names = [c.replace("_", " ") for c in classnames]
         self.classnames = list(classnames)
-        self.class_tokens = self.backbone.tokenize([f"{self.prefix_text} {n}." for n in names])   # (C, L)
+        self.class_tokens = self.tokenize([f"{self.prefix_text} {n}." for n in names])           # (C, L)
         name_tokens = self.backbone.tokenize(names)
         self.name_lens = [int((t > 0).sum()) - 2 for t in name_tokens]
         for n, k, row in zip(names, self.name_lens, self.class_tokens):
             if int((row > 0).sum()) < self.n_ctx + k + 3:                  # SOS + context + name + "." + EOS
                 raise BenchError(f"coop: the prompt for class {n!r} ({self.n_ctx} context tokens) does not fit the "
-                                 f"text tower's context of {row.numel()} tokens")
+                                 f"text tower's context of {self.clip.positional_embedding.shape[0]} tokens")
         with torch.no_grad():
-            emb = token_embeddings(self.clip, self.class_tokens)                                   # (C, L, width)
+            emb = token_embeddings(self.clip, self.tokens_on_device(self.class_tokens))            # (C, L, width)
         self.register_buffer("token_prefix", emb[:, :1].clone(), persistent=False)                # SOS
         self.register_buffer("token_suffix", emb[:, 1 + self.n_ctx:].clone(), persistent=False)   # name . EOS pad
         self._text_cache = None
@@ -97,4 +101,4 @@ class CoOp(Method):
         return torch.cat(rows, dim=0)
 
     def compute_text_features(self) -> torch.Tensor:
-        return encode_text_embeddings(self.clip, self.prompts(), self.class_tokens.to(self.device))
+        return encode_text_embeddings(self.clip, self.prompts(), self.tokens_on_device(self.class_tokens))

@@ -25,6 +25,10 @@ class Params:
     lam: float = 0.0            # optional ClipFit-style regulariser weight (0 = plain CE)
 
 
+# Params ranges, checked before any cell runs (bench.settings reads them without importing this file)
+LIMITS = {"lam": "[0, inf)"}
+
+
 class FullFineTune(Method):
     name = "full_ft"
     Params = Params
@@ -44,9 +48,9 @@ class FullFineTune(Method):
         self._last_text = super().text_features()
         return self._last_text
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         ce = F.cross_entropy(logits, labels)
         if self.p.lam <= 0:
-            return ce, {"ce": float(ce.detach())}
+            return ce, {"ce": ce.detach()}
         reg = 1.0 - (F.normalize(self._last_text, dim=-1) * self.frozen_text).sum(-1).mean()
-        return ce + self.p.lam * reg, {"ce": float(ce.detach()), "reg": float(reg.detach())}
+        return ce + self.p.lam * reg, {"ce": ce.detach(), "reg": reg.detach()}

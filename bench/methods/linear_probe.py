@@ -25,6 +25,10 @@ class Params:
     feature_scale: float = 10.0     # multiplies f̂ so logits reach useful magnitudes early in training
 
 
+# Params ranges, checked before any cell runs (bench.settings reads them without importing this file)
+LIMITS = {"feature_scale": "(0, inf)"}
+
+
 class LinearProbe(Method):
     name = "linear_probe"
     Params = Params
@@ -37,19 +41,17 @@ class LinearProbe(Method):
         self.linear = nn.Linear(dim, self._n_classes_hint)
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
-        self.trained_classnames: list[str] | None = None
 
-    def __init__(self, backbone, classnames, template, params, dataset=""):
+    def __init__(self, backbone, classnames, template, params, dataset="", **options):
         self._n_classes_hint = len(classnames)
-        super().__init__(backbone, classnames, template, params, dataset)
-        self.trained_classnames = list(classnames)
+        super().__init__(backbone, classnames, template, params, dataset, **options)
 
     def compute_text_features(self) -> torch.Tensor:
-        return torch.zeros(0)                       # no text classifier
+        return torch.zeros(0, device=self.device)   # no text classifier
 
     def head(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
         logits = self.linear(self.p.feature_scale * F.normalize(image_features, dim=-1))   # (B, C_trained)
-        if self.trained_classnames is None or self.classnames == self.trained_classnames:
+        if self.classnames == self.trained_classnames:
             return logits
         rows = [self.trained_classnames.index(c) for c in self.classnames]            # subset, e.g. ImageNet-A
         return logits[:, rows]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from bench.backbone import encode_text
 from bench.methods.base import IMAGENET_TEMPLATES_SELECT, Method
 
 
@@ -39,6 +40,6 @@ class ZeroShot(Method):
             templates.append(self.template)
         feats = []
         for t in templates:                                           # each (C, D), normalised
-            tokens = self.backbone.tokenize([t.format(c) for c in self.classnames]).to(self.device)
-            feats.append(F.normalize(self.clip.encode_text(tokens), dim=-1))
+            tokens = self.tokens_on_device(self.tokenize([t.format(c) for c in self.classnames]))
+            feats.append(F.normalize(encode_text(self.clip, tokens), dim=-1))
         return F.normalize(torch.stack(feats).mean(0), dim=-1)       # (C, D)

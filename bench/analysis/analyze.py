@@ -1,7 +1,7 @@
 """Where fine-tuning changes CLIP: parameter-change and representation-drift reports over a results tree.
 
 Usage:
-    >>> from bench.analyze import analyze, relative_change
+    >>> from bench.analysis.analyze import analyze, relative_change
     >>> report = analyze(Path("results"), data_root="data", methods=["clipfit", "lora"], samples=64)
     >>> report.path                                        # <results>/analysis/ANALYSIS.md (+ PNGs beside it)
 
@@ -9,7 +9,7 @@ Each completed cell with a `trainable.safetensors` is rebuilt exactly as before 
 classes, template, parameters) to get θ₀, then loaded with its final θ. Parameter change is ‖θ − θ₀‖ / ‖θ₀‖
 per trained tensor (LoRA: the merged weight W + s·BA against W; CoOp: the context against its seeded init),
 placed by tower (image / text / other) and layer (ln_pre and embeddings before block 0, ln_post/ln_final and
-projections after the last). Representation drift is bench.analysis_drift's block-wise linear CKA. Everything is
+projections after the last). Representation drift is bench.analysis.drift's block-wise linear CKA. Everything is
 averaged over seeds (and over datasets and shots in the per-method figures). Redoes the ClipFit study
 (Li et al., EMNLP 2024): it found the low-level text c_proj biases and the image ln_pre change most.
 """
@@ -107,7 +107,7 @@ def rebuild(result: dict, data_root: str):
     import torch
 
     from bench import cards
-    from bench.backbone import load_backbone
+    from bench.backbone import load_cell_backbone
     from bench.data.fewshot import base_new_split
     from bench.grid import dataset_splits
     from bench.methods import build_method
@@ -119,7 +119,7 @@ def rebuild(result: dict, data_root: str):
     if cfg["protocol"] == "base2new":
         base = base_new_split(splits.train, [], splits.test, "base")
         names, test = base.classnames, base.test
-    bb = load_backbone(cfg["backbone"], cfg["pretrained"])      # first: building it draws random numbers
+    bb = load_cell_backbone(cfg)                                # first: building it draws random numbers
     torch.manual_seed(cfg["seed"])
     method = build_method(cfg["method"], bb, names, card.template, cfg["params"], dataset=cfg["dataset"])
     return method, bb, test
@@ -164,7 +164,7 @@ def _images(items, bb, samples: int, seed: int = 0):
 def analyze_cell(result: dict, data_root: str, samples: int, device) -> CellAnalysis:
     from safetensors.torch import load_file
 
-    from bench.analysis_drift import capture, drift
+    from bench.analysis.drift import capture, drift
 
     path = Path(result["_trainable"])
     if not path.is_file():
@@ -313,7 +313,7 @@ def analyze(results: Path, data_root: str | Path | None = None, methods=None, da
     import torch
     from tabulate import tabulate
 
-    from bench.analysis_drift import plot_changes, plot_drift
+    from bench.analysis.drift import plot_changes, plot_drift
 
     results = Path(results)
     data_root = Path(data_root) if data_root else default_data_root()
@@ -332,17 +332,20 @@ def analyze(results: Path, data_root: str | Path | None = None, methods=None, da
         c = res["config"]
         logger.info("analysing %s %s K=%s seed=%s", c["method"], c["dataset"], c["shots"], c["seed"])
         done.append(analyze_cell(res, str(data_root), samples, dev))
+    from bench.backbone_spec import display_backbone, weights_label
+
     by_method: dict[tuple, list[CellAnalysis]] = defaultdict(list)
     by_setting: dict[tuple, list[CellAnalysis]] = defaultdict(list)
     for cell in done:
         c = cell.result["config"]
-        by_method[(c["backbone"], str(c["pretrained"]), c["method"])].append(cell)
-        by_setting[(c["backbone"], str(c["pretrained"]), c["method"], c["dataset"], c["protocol"], c["shots"])].append(cell)
+        bb = (display_backbone(c["backbone"], c.get("activation")), weights_label(c["pretrained"]))
+        by_method[(*bb, c["method"])].append(cell)
+        by_setting[(*bb, c["method"], c["dataset"], c["protocol"], c["shots"])].append(cell)
     multi_bb = len({k[:2] for k in by_method}) > 1
     figures, summaries, sections, drift_groups = [], [], [], defaultdict(dict)
     for (arch, pretrained, method), group in by_method.items():
         title = group[0].result["config"].get("method_title") or method
-        backbone = f"{arch}, {Path(pretrained).name}" if pretrained not in ("None", "") else arch
+        backbone = f"{arch}, {pretrained}" if pretrained != "random" else arch
         label = f"{title} ({backbone})" if multi_bb else title
         rows = tensor_table(group)
         drifts = [g.drift for g in group if g.drift]

@@ -1,7 +1,7 @@
 """Published numbers as data: load `results/reported/*.yaml` and match them to reproduced rows.
 
 Usage:
-    >>> from bench.reported import load_reported, match
+    >>> from bench.report.reported import load_reported, match
     >>> entries = load_reported()                      # <root>/reported/ if present, else the shipped files
     >>> ref = match(entries, protocol="base2new", backbone="ViT-B-16", pretrained="openai", dataset="average")
     >>> ref["coop"].metrics["hm"], ref["coop"].verified
@@ -24,7 +24,7 @@ from typing import Any
 
 from bench.errors import BenchError
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]      # bench/
 MARKS = ("VERIFIED", "3RD-PARTY", "RECALL", "DERIVED", "UNVERIFIED")
 AVERAGE = "average"
 _ENTRY_KEYS = {"method", "title", "dataset", "shots", "metrics", "verified", "mark", "provenance", "note"}
@@ -113,12 +113,20 @@ def _parse_entry(entry: dict[str, Any], top: dict[str, Any], where: str, source:
     if shots is None:
         raise BenchError(f"{where}: 'shots' is missing (set it on the entry or at the top of the file)")
     return Reported(
-        protocol=str(top["protocol"]), backbone=str(top["backbone"]), pretrained=str(top["pretrained"]),
+        protocol=str(top["protocol"]), backbone=_backbone(top), pretrained=str(top["pretrained"]),
         method=str(entry["method"]), title=str(entry.get("title") or entry["method"]),
         dataset=str(entry["dataset"]), shots=int(shots),
         metrics={str(k): (None if v is None else float(v)) for k, v in metrics.items()},
         verified=bool(entry["verified"]), mark=str(entry["mark"]), provenance=str(entry["provenance"]),
         note=str(entry.get("note") or ""), average_over=tuple(top.get("average_over") or ()), source=source)
+
+
+def _backbone(top: dict[str, Any]) -> str:
+    """The backbone as reproduced rows label it (with -quickgelu for weights trained with QuickGELU)."""
+    from bench.backbone_spec import display_backbone, tag_quick_gelu
+
+    backbone, pretrained = str(top["backbone"]), str(top["pretrained"])
+    return display_backbone(backbone, "quick_gelu" if tag_quick_gelu(backbone, pretrained) else "gelu")
 
 
 def match(entries: Iterable[Reported], *, protocol: str, backbone: str, pretrained: str, dataset: str,
@@ -184,7 +192,7 @@ def compare(tables: dict[str, Any], entries: Iterable[Reported]) -> Any:
     zero-shot matches at any K). One row per (entry, evaluation): reproduced, reported, delta = reproduced −
     reported, comparable (False when a reproduced average is over other datasets than the published one).
     Entries without a reproduced counterpart are kept with reproduced = NaN. `tables` is
-    `bench.aggregate.summaries(...)`."""
+    `bench.report.aggregate.summaries(...)`."""
     import pandas as pd
 
     repro = _reproduced(tables)

@@ -1,0 +1,46 @@
+"""Packing cells onto one device: N worker processes share the cell list by lock, a further worker starts only
+when the device's free memory holds another cell, and --force never reruns what this sweep already finished."""
+
+from __future__ import annotations
+
+from bench.cli import main
+from bench.executors import local
+from bench.results import ResultStore
+
+FAST = ["--set", "epochs=2", "--set", "batch_size=8", "--no-leaderboard", "--shots", "1", "--seeds", "1,2"]
+
+
+def run(toy, r, *extra):
+    return main(["run", "--suite", "toy", "--data-root", str(toy), "--results", str(r), "--methods", "clipfit,coop",
+                 *FAST, *extra])
+
+
+def results(r):
+    return [res for _, res in ResultStore(r).iter_results()]
+
+
+def test_two_cells_at_once_run_every_cell_exactly_once(toy, tmp_path, monkeypatch):
+    monkeypatch.setattr(local, "free_mb", lambda device: 1e9)
+    r = tmp_path / "r"
+    assert run(toy, r, "--cells-per-gpu", "2", "--set", "epochs=60") == 0    # cells long enough to overlap
+    res = results(r)
+    assert len(res) == 8 and all(x["status"] == "completed" for x in res)
+    assert len({x["env"]["pid"] for x in res}) == 2                      # two workers shared the cells
+
+
+def test_no_further_worker_when_the_device_is_full(toy, tmp_path, monkeypatch):
+    monkeypatch.setattr(local, "free_mb", lambda device: 1.0)              # 1 MiB free: no room for another cell
+    r = tmp_path / "r"
+    assert run(toy, r, "--cells-per-gpu", "4") == 0
+    res = results(r)
+    assert len(res) == 8 and len({x["env"]["pid"] for x in res}) == 1
+
+
+def test_force_with_packing_reruns_each_cell_once(toy, tmp_path, monkeypatch):
+    monkeypatch.setattr(local, "free_mb", lambda device: 1e9)
+    r = tmp_path / "r"
+    assert run(toy, r) == 0
+    first = {x["cell_id"]: x["started_at"] for x in results(r)}
+    assert run(toy, r, "--cells-per-gpu", "2", "--force") == 0
+    logs = {p.parent.name: p.read_text().count("trainable ") for p in (r / "runs").rglob("log.txt")}
+    assert set(logs) == set(first) and sorted(logs.values()) == [2] * 8, logs   # once before, once forced
