@@ -18,6 +18,8 @@ of each dataset is `datasets/<name>.yaml` (see `card_text`). Shifts from the pre
   mini_digits    10 held-out scikit-learn digits, thick dark strokes on pale patterned paper (a new style)
   mini_combos    12 colour+shape pairs, 3 of them never seen in pretraining (corpus.HELD_OUT)
   mini_sketches  8 shapes as wobbly double-stroke ink outlines on grainy paper (a new rendering style)
+Prompts shift too: three templates frame the class name as pretraining never captioned it ("a {} thing.",
+"a {} on a photo."), as real prompts rarely match web captions; zero-shot pays for it, fine-tuning can repair it.
 Contents are large and centred so that random resized crops keep the class visible; nothing depends on
 left/right, so horizontal flips keep every label (digits are mirrored, as in any flip-augmented benchmark).
 """
@@ -125,11 +127,11 @@ def _sketches(rng, cls, _i):
 
 COMBO_CLASSES = tuple(f"{c}_{s}" for c in ("red", "blue", "green", "yellow") for s in ("circle", "square", "triangle"))
 SPECS: tuple[Spec, ...] = (
-    Spec("mini_shapes", "MiniShapes", "a photo of a {}.", R.SHAPES, _shapes),
-    Spec("mini_colors", "MiniColors", "a photo of a {} shape.", tuple(R.COLORS), _colors),
+    Spec("mini_shapes", "MiniShapes", "a {} thing.", R.SHAPES, _shapes),
+    Spec("mini_colors", "MiniColors", "a {} thing.", tuple(R.COLORS), _colors),
     Spec("mini_textures", "MiniTextures", "{} texture.", R.PATTERNS, _textures),
     Spec("mini_digits", "MiniDigits", "a photo of the number {}.", R.DIGITS, _digits),
-    Spec("mini_combos", "MiniCombos", "a photo of a {}.", COMBO_CLASSES, _combos),
+    Spec("mini_combos", "MiniCombos", "a {} thing.", COMBO_CLASSES, _combos),
     Spec("mini_sketches", "MiniSketches", "a sketch of a {}.", R.SHAPES[:8], _sketches),
 )
 NAMES = tuple(s.name for s in SPECS)
