@@ -22,6 +22,8 @@ for _name, _target in {
     "lora": "bench.methods.lora:LoRA",
     "full_ft": "bench.methods.full_ft:FullFineTune",
     "linear_probe": "bench.methods.linear_probe:LinearProbe",
+    "cocoop": "bench.methods.cocoop:CoCoOp",
+    "kgcoop": "bench.methods.kgcoop:KgCoOp",
 }.items():
     METHODS.register_lazy(_name, _target)
 
