@@ -24,6 +24,8 @@ for _name, _target in {
     "linear_probe": "bench.methods.linear_probe:LinearProbe",
     "cocoop": "bench.methods.cocoop:CoCoOp",
     "kgcoop": "bench.methods.kgcoop:KgCoOp",
+    "maple": "bench.methods.maple:MaPLe",
+    "promptsrc": "bench.methods.promptsrc:PromptSRC",
 }.items():
     METHODS.register_lazy(_name, _target)
 
