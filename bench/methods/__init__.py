@@ -26,6 +26,8 @@ for _name, _target in {
     "kgcoop": "bench.methods.kgcoop:KgCoOp",
     "maple": "bench.methods.maple:MaPLe",
     "promptsrc": "bench.methods.promptsrc:PromptSRC",
+    "tip_adapter": "bench.methods.tip_adapter:TipAdapter",
+    "tip_adapter_f": "bench.methods.tip_adapter:TipAdapterF",
 }.items():
     METHODS.register_lazy(_name, _target)
 
