@@ -18,7 +18,9 @@ NAMES = ["red square", "green square", "blue square", "yellow square", "purple s
 
 # a learning rate per method so that a few steps on 10 images move the loss on a random tiny model
 FAST = {"clipfit": ("sgd", 0.5), "coop": ("sgd", 0.5), "clip_adapter": ("sgd", 0.5), "lora": ("adamw", 0.02),
-        "full_ft": ("adamw", 1e-3), "linear_probe": ("adamw", 0.05)}
+        "full_ft": ("adamw", 1e-3), "linear_probe": ("adamw", 0.05), "cocoop": ("sgd", 0.5), "kgcoop": ("sgd", 0.5),
+        "maple": ("sgd", 0.5), "promptsrc": ("sgd", 0.5), "bitfit": ("sgd", 0.5), "clipfit_text_only": ("sgd", 0.5),
+        "clipfit_image_only": ("sgd", 0.5), "clipfit_all_bias": ("sgd", 0.5)}
 
 
 def make(name, backbone, classnames=NAMES, dataset="toy", **overrides):
