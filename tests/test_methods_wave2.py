@@ -117,6 +117,21 @@ def test_cocoop_batched_prompts_equal_one_image_at_a_time(tiny_backbone):
     assert not torch.allclose(batched[0], batched[1])                        # every image has its own prompts
 
 
+@pytest.mark.parametrize("name", ["cocoop", "maple", "promptsrc"])
+def test_per_image_and_deep_prompt_logits_are_exact_under_truncation(name, tiny_backbone):
+    def logits(truncate):
+        params, _ = resolve(name, "toy", "fewshot", 2)
+        torch.manual_seed(0)
+        m = build_method(name, tiny_backbone, NAMES, "a photo of a {}.", params, dataset="toy", truncate_text=truncate)
+        m.eval()
+        torch.manual_seed(1)
+        with torch.no_grad():
+            return m(torch.randn(3, 3, 32, 32)), m.class_tokens.shape[1]
+
+    (cut, n_cut), (full, n_full) = logits(True), logits(False)
+    assert n_cut < n_full and torch.allclose(cut, full, atol=1e-4)
+
+
 def test_cocoop_with_a_zero_meta_net_is_coop_from_words(tiny_backbone):
     m = make("cocoop", tiny_backbone)
     coop = make("coop", tiny_backbone, ctx_init="a photo of a")
