@@ -1,6 +1,7 @@
 # Two commands set up a fresh machine and do the work:
 #   make run    — venv + dependencies (once), then the main job on its embedded default (the offline mini world)
-#   make test   — venv + dependencies (once), then the whole test suite (SLURM tests start their own cluster)
+#   make test   — venv + dependencies (once), then the whole test suite (SLURM tests start their own cluster;
+#                 the HTML leaderboard's browser test uses Debian's headless Chromium, installed here when missing)
 # TORCH_SPEC picks the torch/torchvision pair; the default is the pair these machines carry as local files.
 
 PYTHON ?= python3
@@ -13,7 +14,7 @@ PYTEST_ARGS ?=
 
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup run test test-fast lint clean-venv
+.PHONY: setup browser run test test-fast lint clean-venv
 
 setup: $(STAMP)
 
@@ -24,13 +25,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# Debian's chromium for tests/test_html.py (idempotent; says why and installs nothing without root or apt-get)
+browser:
+	bash tests/install_chromium.sh
+
 run: setup
 	$(BIN)/bench run $(RUN_ARGS)
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: setup
+test-fast: setup browser
 	$(BIN)/python -m pytest -m "not slow and not slurm" $(PYTEST_ARGS)
 
 lint: setup

@@ -189,11 +189,16 @@ def _load(spec: BackboneSpec) -> Backbone:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)            # random weights (tests, speed runs) are the same in every process
             model = _build(spec, weights)
-    except (RuntimeError, FileNotFoundError, ValueError) as err:
+    except BenchError:
+        raise
+    except Exception as err:  # noqa: BLE001  (a weights file can fail to load in many ways: one line for each)
         if weights and not Path(weights).is_file() and not spec.arch.startswith("local-dir:"):
             raise BenchError(f"cannot fetch pretrained weights '{weights}' for {spec.arch} (offline or hub "
                              "unreachable); download them once, then pass --pretrained /path/to/weights.pt") from None
-        raise BenchError(f"cannot load {weights or spec.arch} into {spec.arch}: {str(err).splitlines()[0]}") from None
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()] or [type(err).__name__]
+        detail = next((ln for ln in lines if not ln.endswith(":")), lines[0])
+        raise BenchError(f"cannot load {weights or spec.arch} into {spec.arch}: {type(err).__name__}: "
+                         f"{detail[:200]}{'…' if len(detail) > 200 else ''}") from None
     finally:
         logging.disable(logging.NOTSET)
     if built_activation(model) != spec.activation:

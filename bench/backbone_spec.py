@@ -201,6 +201,9 @@ def _pretrained(arch: str, pretrained: str | None) -> str | None:
         if not path.is_file():
             raise BenchError(f"pretrained weights file {path} does not exist (--pretrained takes an open_clip tag "
                              "or a local .pt/.pth/.bin/.safetensors file)")
+        if path.suffix not in (".npz", ".npy") and _sniff(str(path.resolve()), *_stamp(path)) == "unknown":
+            raise BenchError(f"weights file {path} is not a checkpoint (not a torch or safetensors state dict nor a "
+                             "TorchScript archive)")
         return str(path.resolve())
     return pretrained
 
@@ -221,7 +224,7 @@ def resolve_backbone(backbone: str, pretrained: str | None = None, activation: s
     elif weights is None or weights == "mini-world" or arch.startswith(SCHEMES):
         act, reason = arch_act, f"the architecture config of {backbone_label(arch)}"
     elif Path(weights).is_file():
-        kind = sniff_weights(Path(weights))
+        kind = _sniff(weights, *_stamp(Path(weights)))
         if kind in ("torchscript", "openai_state_dict"):
             act, reason = "quick_gelu", f"{Path(weights).name} is an OpenAI release ({kind.replace('_', ' ')})"
         else:
@@ -260,6 +263,17 @@ def _pickle_strings(data: bytes, max_pickles: int = 1) -> set[str]:
     except (ValueError, struct.error, EOFError):
         pass
     return out
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_mtime_ns, st.st_size
+
+
+@functools.lru_cache(maxsize=16)
+def _sniff(path: str, mtime_ns: int, size: int) -> str:
+    """sniff_weights once per file version (planning resolves the backbone for every cell)."""
+    return sniff_weights(Path(path))
 
 
 def sniff_weights(path: Path) -> str:

@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
+from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
 
+from bench import settings
 from bench.errors import BenchError, did_you_mean
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
+PATH_KEYS = ("folder", "image_dir", "split_file", "classnames_file", "csv_file")   # relative to the data root
 DATASET_KINDS = ("split_json", "imagenet", "fgvc", "imagenet_variant", "image_folder", "csv")
 
 
@@ -114,14 +116,25 @@ def _build(cls, raw: Any, path: Path):
     unknown = sorted(set(raw) - valid)
     if unknown:
         raise BenchError(f"card {path}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(valid))}")
-    raw = dict(raw)
-    for key in ("drop_classes", "split_ratio", "overrides"):
-        if key in raw and isinstance(raw[key], list):
-            raw[key] = tuple(raw[key])
-    try:
-        return cls(**raw, path=str(path))
-    except TypeError as err:
-        raise BenchError(f"card {path}: {err}") from None
+    missing = sorted(f.name for f in fields(cls) if f.name not in raw and f.name != "path"
+                     and f.default is MISSING and f.default_factory is MISSING)
+    if missing:
+        raise BenchError(f"card {path}: missing key(s) {', '.join(missing)}")
+    raw = settings.check_mapping(settings.dataclass_fields(cls), raw, f"card {path}")
+    if raw["name"] != path.stem:
+        raise BenchError(f"card {path}: name '{raw['name']}' must be the file's name ('{path.stem}')")
+    for key in PATH_KEYS:
+        value = raw.get(key)
+        if isinstance(value, str) and not is_relative_inside(value):
+            raise BenchError(f"card {path}: {key} '{value}' leaves the data root (absolute or '..'); "
+                             "give a path relative to it")
+    return cls(**raw, path=str(path))
+
+
+def is_relative_inside(rel: str) -> bool:
+    """A relative path that stays below its folder: not empty, not absolute, no '..' part."""
+    parts = PurePosixPath(rel.replace("\\", "/")).parts
+    return bool(rel) and not rel.startswith(("/", "\\", "~")) and ".." not in parts and ":" not in rel[:2]
 
 
 @functools.cache

@@ -19,9 +19,11 @@ from pathlib import Path
 from bench import cards
 from bench.config import train_config
 from bench.errors import BenchError
-from bench.results import ResultStore, environment, utcnow
+from bench.results import ResultStore, atomic_write, environment, utcnow
 
 logger = logging.getLogger(__name__)
+
+MANIFEST_NAME = "fewshot_manifest.json"
 
 
 def _device():
@@ -61,6 +63,23 @@ def _prepare_data(cell: dict):
     return card, splits, train, val, sha, base_new_split
 
 
+def _write_manifest(cell: dict, run_dir: Path) -> dict | None:
+    """The few-shot draw as `fewshot_manifest.json` beside result.json (canonical JSON: its sha256 is the cell's
+    manifest_sha256); returns its artifact record, None for a zero-shot cell."""
+    import hashlib
+
+    from bench.data.fewshot import manifest_bytes
+    from bench.grid import fewshot_draw
+    from bench.results import write_bytes_atomic
+
+    cfg = cell["config"]
+    if not cfg["shots"]:
+        return None
+    data = manifest_bytes(fewshot_draw(cfg["dataset"], cell["data_root"], cfg["shots"], cfg["seed"])[2])
+    write_bytes_atomic(run_dir / MANIFEST_NAME, data)
+    return {"path": MANIFEST_NAME, "sha256": hashlib.sha256(data).hexdigest()}
+
+
 def _evaluations(cell, card, splits, train, val, base_new_split):
     """(name, class names, items, dataset, template) to evaluate, the training view and the full validation split
     of the training classes."""
@@ -97,6 +116,8 @@ def _execute(cell: dict, run_dir: Path, result: dict) -> None:
 
     cfg = cell["config"]
     card, splits, train, val, sha, base_new_split = _prepare_data(cell)
+    if manifest := _write_manifest(cell, run_dir):
+        result["artifacts"]["fewshot_manifest"] = manifest
     (train_items, val_items, train_names), evals, val_full = _evaluations(cell, card, splits, train, val,
                                                                           base_new_split)
     device = _device()
@@ -149,10 +170,11 @@ def _save_predictions(path: Path, arrays: dict) -> dict:
     """Per-image predictions of every evaluation, `<eval>/<field>` → array, in one compressed npz (atomic)."""
     import numpy as np
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        np.savez_compressed(fh, **arrays)
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+    atomic_write(path, write)
     return {"path": path.name, "sha256": _sha256(path)}
 
 
@@ -183,6 +205,7 @@ def run_cell(cell: dict, root: Path, force: bool = False) -> dict:
         logging.getLogger().addHandler(handler)
         if logging.getLogger().level > logging.INFO or logging.getLogger().level == logging.NOTSET:
             logging.getLogger().setLevel(logging.INFO)
+        logger.info("cell started: %s", cell["cell_id"])
         result = {"schema_version": 1, "cell_id": cell["cell_id"], "status": "running", "config": cell["config"],
                   "data": {}, "metrics": {}, "skipped": {}, "cost": {}, "env": {}, "started_at": utcnow(), "finished_at": None,
                   "resumed": False, "error": None, "artifacts": {}, "_root": str(root)}
@@ -192,16 +215,23 @@ def run_cell(cell: dict, root: Path, force: bool = False) -> dict:
             result["status"] = "completed"
         except Exception as err:  # one failing cell never kills a sweep: record it
             logger.error("cell %s failed: %s", cell["cell_id"], err)
-            (run_dir / "log.txt").open("a").write(traceback.format_exc())
+            logger.info("%s", traceback.format_exc())
             result["status"] = "failed"
             message = str(err).splitlines()[0] if str(err) else ""
             result["error"] = {"type": type(err).__name__, "message": message, "log": str(run_dir / "log.txt")}
+        result.pop("_root", None)
+        result["finished_at"] = utcnow()
+        try:
+            store.write_result(cell, result)
+        except OSError as err:    # a full or vanished disk: nothing half-written stays; the cell reruns next time
+            logger.error("cell %s: cannot write its result (%s); it stays pending", cell["cell_id"], err)
+            result = {**result, "status": "failed", "error": {"type": type(err).__name__, "message": f"result "
+                      f"not written: {err}", "log": str(run_dir / "log.txt")}}
+        else:
+            logger.info("result: %s", result["status"])
         finally:
             logging.getLogger().removeHandler(handler)
             handler.close()
-        result.pop("_root", None)
-        result["finished_at"] = utcnow()
-        store.write_result(cell, result)
         if result["status"] == "completed":
             import shutil
 

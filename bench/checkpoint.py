@@ -11,24 +11,19 @@ Files are written to temporary names and renamed, so a killed process never leav
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
+from bench.results import atomic_write
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    _atomic(path, lambda tmp: save_file(flat, str(tmp), metadata=metadata))
+    atomic_write(path, lambda tmp: save_file(flat, str(tmp), metadata=metadata))
 
 
 def save_state(ckpt_dir: Path, trainable: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from bench import cards
+from bench import cards, settings
 from bench.errors import BenchError
 
 logger = logging.getLogger(__name__)
@@ -65,6 +65,46 @@ class TrainConfig:
 
 TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
 
+# Ranges of the TrainConfig fields (types come from the annotations above, so a new field is type-checked by
+# default; give it a range here). An interval or the allowed values; null passes wherever the type allows it.
+LIMITS: dict[str, Any] = {
+    "optimizer": ["sgd", "adamw"],
+    "lr": "(0, inf)",
+    "momentum": "[0, 1)",
+    "weight_decay": "[0, inf)",
+    "betas": "[0, 1)",
+    "batch_size": "[1, inf)",
+    "drop_last": ["auto", True, False],
+    "epochs": "[1, inf)",
+    "iters_per_shot": "[1, inf)",
+    "schedule": ["dassl_cosine", "cosine_iter", "constant"],
+    "warmup_epochs": "[0, inf)",
+    "warmup_lr": "[0, inf)",
+    "warmup_iters": "[0, inf)",
+    "min_lr": "[0, inf)",
+    "precision": ["auto", "fp32", "bf16", "fp16"],
+    "test_batch_size": "[1, inf)",
+    "eval_batch_size": "[1, inf)",
+    "num_workers": "[0, inf)",
+    "grad_clip": "(0, inf)",
+    "rrc_scale": "(0, 1] ascending",
+    "ckpt_every": "[1, inf)",
+    "budget_scale": "(0, inf)",
+}
+TRAIN_FIELDS = settings.dataclass_fields(TrainConfig, LIMITS)
+
+
+def method_fields(method: str) -> dict[str, settings.Field]:
+    """A method's parameters with types and ranges: its Params dataclass, read without importing the method
+    (bench.settings); a card without code falls back to the types of the card's values."""
+    found = settings.method_fields(method)
+    return found if found is not None else settings.fields_from_values(cards.method_card(method).params, method)
+
+
+def known_settings(method: str) -> set[str]:
+    """Every name `--set` may give for this method: its parameters and the trainer's settings."""
+    return set(method_fields(method)) | set(cards.method_card(method).params) | TRAIN_KEYS
+
 
 def _matches(when: dict[str, Any], ctx: dict[str, Any]) -> bool:
     for key, want in when.items():
@@ -74,14 +114,23 @@ def _matches(when: dict[str, Any], ctx: dict[str, Any]) -> bool:
     return True
 
 
-def _apply(params: dict, train: dict, updates: dict[str, Any], source: str) -> None:
+def _apply(method: str, params: dict, train: dict, updates: dict[str, Any] | None, source: str,
+           only_known: bool = False) -> None:
+    """Set each key on the method's params or the trainer's settings, coerced to its type and range-checked.
+    `only_known`: skip names this method does not know (a grid-wide --set, checked against all methods)."""
+    if updates is not None and not isinstance(updates, dict):
+        raise BenchError(f"{source}: expected a mapping of settings, got {type(updates).__name__}")
+    pfields = method_fields(method)
     for key, value in (updates or {}).items():
-        if key in params:
-            params[key] = value
+        if key in pfields or key in params:
+            field = pfields.get(key) or settings.Field(key, owner=method)
+            params[key] = settings.coerce(field, value, source)
         elif key in TRAIN_KEYS:
-            train[key] = value
+            train[key] = settings.coerce(TRAIN_FIELDS[key], value, source)
+        elif only_known:
+            continue
         else:
-            valid = sorted(set(params) | TRAIN_KEYS)
+            valid = sorted(set(pfields) | set(params) | TRAIN_KEYS)
             raise BenchError(f"{source}: unknown setting '{key}'; valid: {', '.join(valid)}")
         logger.debug("%s sets %s=%r", source, key, value)
 
@@ -91,31 +140,45 @@ def parse_sets(items: list[str] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise BenchError(f"--set expects key=value, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise BenchError(f"--set {item}: the value is not valid YAML ({problem})") from None
     return out
 
 
 def resolve(method: str, dataset: str, protocol: str, shots: int, suite: dict[str, Any] | None = None,
-            sets: dict[str, Any] | None = None) -> tuple[dict[str, Any], TrainConfig]:
-    """Return (method params, TrainConfig) for one cell, applying every layer in precedence order."""
+            sets: dict[str, Any] | None = None, only_known: bool = False) -> tuple[dict[str, Any], TrainConfig]:
+    """Return (method params, TrainConfig) for one cell, applying every layer in precedence order.
+
+    Every value is coerced to its field's type and range-checked (BenchError naming the layer). `only_known`:
+    the grid-wide layers (suite `train`, --set) skip names this method does not have; `bench.grid` checks that
+    some selected method has each."""
     card = cards.method_card(method)
-    params = dict(card.params)
+    params: dict[str, Any] = {}
     train = {f.name: getattr(TrainConfig(), f.name) for f in fields(TrainConfig)}
-    _apply(params, train, card.train, f"method card {card.path}")
+    pfields = method_fields(method)
+    unknown = sorted(set(card.params) - set(pfields))
+    if unknown:
+        raise BenchError(f"method card {card.path}: params {', '.join(unknown)} not in {method}'s parameters; "
+                         f"valid: {', '.join(sorted(pfields))}")
+    _apply(method, params, train, card.params, f"method card {card.path} params")
+    _apply(method, params, train, card.train, f"method card {card.path} train")
     ctx = {"dataset": dataset, "protocol": protocol, "shots": shots}
     for i, rule in enumerate(card.overrides):
         if not isinstance(rule, dict) or "set" not in rule:
             raise BenchError(f"method card {card.path}: overrides[{i}] needs 'when' and 'set'")
         if _matches(rule.get("when") or {}, ctx):
-            _apply(params, train, rule["set"], f"method card {card.path} overrides[{i}]")
+            _apply(method, params, train, rule["set"], f"method card {card.path} overrides[{i}]")
     suite = suite or {}
-    _apply(params, train, suite.get("train"), "suite train settings")
-    _apply(params, train, (suite.get("method_settings") or {}).get(method), f"suite settings for {method}")
-    if "input" in suite and "rrc_scale" in (suite["input"] or {}):
-        train["rrc_scale"] = suite["input"]["rrc_scale"]
-    _apply(params, train, sets, "--set")
+    _apply(method, params, train, suite.get("train"), "suite train settings", only_known)
+    _apply(method, params, train, (suite.get("method_settings") or {}).get(method), f"suite settings for {method}")
+    if "rrc_scale" in (suite.get("input") or {}):
+        _apply(method, params, train, {"rrc_scale": suite["input"]["rrc_scale"]}, "suite input")
+    _apply(method, params, train, sets, "--set", only_known)
     for key in ("betas", "rrc_scale"):
         train[key] = tuple(train[key])
     try:

@@ -15,4 +15,5 @@ def did_you_mean(kind: str, name: str, choices: Iterable[str]) -> BenchError:
     choices = sorted(choices)
     close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
     hint = f"; did you mean '{close[0]}'?" if close else "."
-    return BenchError(f"{kind} '{name}' is unknown{hint} Available: {', '.join(choices)}")
+    listing = ", ".join(choices) if len(choices) <= 40 else f"{len(choices)} (see bench ls {kind}s)"
+    return BenchError(f"{kind} '{name}' is unknown{hint} Available: {listing}")

@@ -14,16 +14,18 @@ xd (train on the source — ImageNet — and test on the other datasets), dg (tr
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench import cards
 from bench.backbone_spec import resolve_backbone
-from bench.config import as_dict, eval_settings, resolve
+from bench.config import TRAIN_KEYS, as_dict, eval_settings, known_settings, resolve
 from bench.data.fewshot import manifest, manifest_sha256, sample_fewshot
 from bench.data.splits import read_splits
 from bench.errors import BenchError
@@ -70,12 +72,21 @@ def dataset_splits(dataset: str, data_root: str):
     return read_splits(cards.dataset_card(dataset), Path(data_root))
 
 
-def fewshot_subset(dataset: str, data_root: str, shots: int, seed: int) -> tuple[list, list, str]:
-    """The few-shot (train, val) draw and the sha256 of its manifest (ImageNet has no few-shot val)."""
+def fewshot_draw(dataset: str, data_root: str, shots: int, seed: int) -> tuple[list, list, dict]:
+    """The few-shot (train, val) draw and its manifest (ImageNet has no few-shot val)."""
     card = cards.dataset_card(dataset)
     splits = dataset_splits(dataset, data_root)
+    largest = max(Counter(it.label for it in splits.train).values(), default=0)
+    if shots > largest:
+        raise BenchError(f"dataset '{dataset}': {shots} shots exceed every class (the largest has {largest} training "
+                         "images); pick shots up to that")
     train, val = sample_fewshot(splits, shots, seed, has_val=card.kind != "imagenet")
-    obj = manifest(dataset, card.version, shots, seed, train, val, Path(data_root))
+    return train, val, manifest(dataset, card.version, shots, seed, train, val, Path(data_root))
+
+
+def fewshot_subset(dataset: str, data_root: str, shots: int, seed: int) -> tuple[list, list, str]:
+    """The few-shot (train, val) draw and the sha256 of its manifest."""
+    train, val, obj = fewshot_draw(dataset, data_root, shots, seed)
     return train, val, manifest_sha256(obj)
 
 
@@ -89,11 +100,28 @@ def _check(grid: Grid) -> None:
             raise BenchError(f"shots must be positive integers, got {k!r}")
     for name in grid.methods:
         cards.method_card(name)
+    _check_grid_settings(grid)
     for name in grid.datasets + ([grid.source] if grid.source else []) + (grid.targets or []):
         cards.dataset_card(name)
     if not grid.datasets and (grid.protocol in ("fewshot", "base2new") or (grid.protocol == "xd" and not grid.targets)):
         raise BenchError(f"no datasets to run: pass --datasets a,b or --suite ({', '.join(cards.suites())})"
                          + (" or --targets" if grid.protocol == "xd" else ""))
+
+
+def _check_grid_settings(grid: Grid) -> None:
+    """A grid-wide setting (--set, a suite's `train`) applies to the selected methods that have it; a name that
+    none of them (nor the trainer) has is refused."""
+    suite = cards.suite(grid.suite) if grid.suite else {}
+    known = set().union(*(known_settings(m) for m in grid.methods)) if grid.methods else set(TRAIN_KEYS)
+    for source, mapping in (("suite train settings", suite.get("train")), ("--set", grid.sets)):
+        if mapping is not None and not isinstance(mapping, dict):
+            raise BenchError(f"{source}: expected a mapping of settings, got {type(mapping).__name__}")
+        for key in mapping or {}:
+            if key not in known:
+                close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                raise BenchError(f"{source}: unknown setting '{key}': no selected method ({', '.join(grid.methods)}) "
+                                 f"nor the trainer has it; {hint}valid: {', '.join(sorted(known))}")
 
 
 def _layout(grid: Grid) -> list[tuple[str, list[str]]]:
@@ -124,7 +152,7 @@ def expand(grid: Grid, with_data: bool = True) -> list[dict]:
             dcard = cards.dataset_card(dataset)
             for k in shots:
                 for seed in seeds:
-                    params, train = resolve(method, dataset, grid.protocol, k, suite, grid.sets)
+                    params, train = resolve(method, dataset, grid.protocol, k, suite, grid.sets, only_known=True)
                     config = {
                         "method": method, "method_title": mcard.title, "method_version": mcard.version,
                         "params": params, "train": as_dict(train) if mcard.uses_shots else eval_settings(train),

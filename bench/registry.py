@@ -51,6 +51,13 @@ class Registry(Generic[T]):
         self._load_entry_points()
         return sorted(self._targets)
 
+    def target(self, name: str) -> Any:
+        """What `name` is registered as, without importing it: a lazy "module:attr" string or the object."""
+        self._load_entry_points()
+        if name not in self._targets:
+            raise did_you_mean(self.kind, name, self._targets)
+        return self._targets[name]
+
     def get(self, name: str) -> T:
         self._load_entry_points()
         if name not in self._targets:

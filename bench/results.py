@@ -21,14 +21,16 @@ import platform
 import re
 import socket
 import subprocess
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from bench import __version__, locks
+from bench.errors import BenchError
 
 logger = logging.getLogger(__name__)
 
@@ -39,22 +41,35 @@ def utcnow() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write to a temp file in the same folder, fsync, rename: readers see the old or the new file, never half."""
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through `write(tmp)` to a temporary name in the same folder, fsync, rename: readers see the old or
+    the new file, never half of one. On any error (a full disk) the temporary file is removed and the error raised."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=2, sort_keys=False, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str),
+                                                  encoding="utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def read_json(path: Path) -> dict | None:
     try:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         logger.warning("ignoring malformed %s: %s", path, err)
@@ -84,6 +99,19 @@ class ResultStore:
 
     def is_completed(self, cell: dict) -> bool:
         return self.status(cell) == "completed"
+
+    def check_writable(self) -> None:
+        """A one-line error, before any cell runs, when the results root cannot be created or written."""
+        if self.root.exists() and not self.root.is_dir():
+            raise BenchError(f"results root {self.root} is a file, not a folder; pass --results DIR")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".bench-write-check.", dir=self.root)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            raise BenchError(f"results root {self.root} is not writable ({err.strerror or err}); "
+                             "pass --results DIR") from None
 
     def write_result(self, cell: dict, result: dict) -> Path:
         path = self.result_path(cell)

@@ -43,8 +43,8 @@ def main() -> None:
 
     from tabulate import tabulate
 
-    from bench.aggregate import base2new_average, base2new_table
-    from bench.collect import load_results
+    from bench.report.aggregate import base2new_average, base2new_table
+    from bench.report.collect import load_results
 
     res = load_results(results)
     f = res.frame[res.frame["status"] == "completed"]

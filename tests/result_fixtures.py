@@ -4,15 +4,23 @@ Usage:
     >>> from tests.result_fixtures import write_result, write_sweep, plan_cell
     >>> write_result(tmp_path, "coop", "dtd", protocol="base2new", seed=1, metrics={"base": 80.0, "new": 60.0})
     >>> write_sweep(tmp_path, [plan_cell("coop", "dtd", protocol="base2new", seed=s) for s in (1, 2, 3)])
+    >>> write_result(tmp_path, "coop", "dtd", seed=1, predictions={"all": correct})   # + predictions.npz
+
+`predictions` maps an evaluation to a bool array (image right?) or to (label, pred) arrays; it writes the cell's
+predictions.npz in bench.cell's format (E/label, E/top5, E/top5_logit, E/p_true), records it in
+artifacts.predictions, and sets that evaluation's metrics (acc, n) from it unless `metrics` gives them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 METHOD_TITLES = {"zeroshot": "Zero-shot CLIP", "coop": "CoOp", "cocoop": "CoCoOp", "clipfit": "CLIPFit",
                  "clip_adapter": "CLIP-Adapter", "lora": "CLIP-LoRA", "maple": "MaPLe", "kgcoop": "KgCoOp",
@@ -49,7 +57,8 @@ def natural_activation(backbone: str, pretrained: str) -> str:
 
 def write_result(root: Path, method: str, dataset: str, *, protocol: str = "fewshot", shots: int = 16,
                  seed: int = 1, metrics: dict[str, float] | None = None, status: str = "completed",
-                 backbone: str = "ViT-B-16", pretrained: str = "openai", **extra: Any) -> Path:
+                 backbone: str = "ViT-B-16", pretrained: str = "openai", predictions: dict | None = None,
+                 **extra: Any) -> Path:
     """Write `<root>/runs/<protocol>/<dataset>/<method>/<cell_id>/result.json`; returns its path.
 
     `metrics` maps evaluation name (all/base/new/source/<target>) → top-1 accuracy; `extra` overrides top-level
@@ -60,7 +69,12 @@ def write_result(root: Path, method: str, dataset: str, *, protocol: str = "fews
     if extra.pop("ckpt", False):
         (folder / "ckpt").mkdir(exist_ok=True)
         (folder / "ckpt" / "state.json").write_text("{}")
-    metrics = metrics if metrics is not None else {"all": 70.0}
+    arrays = prediction_arrays(predictions) if predictions else {}
+    counts = {}                                       # eval → (accuracy %, images) from the predictions
+    for e in dict.fromkeys(k.rsplit("/", 1)[0] for k in arrays):
+        right = arrays[f"{e}/top5"][:, 0] == arrays[f"{e}/label"]
+        counts[e] = (float(right.mean() * 100), len(right))
+    metrics = metrics if metrics is not None else ({e: c[0] for e, c in counts.items()} or {"all": 70.0})
     cost = {"train_s": 360.0, "eval_s": 36.0, "images_per_s": 300.0, "peak_mem_mb": 4096.0,
             "trainable_params": PARAMS.get(method, 1000), "total_params": 149620737,
             "device": "cuda:0 (NVIDIA H200)"}
@@ -75,7 +89,8 @@ def write_result(root: Path, method: str, dataset: str, *, protocol: str = "fews
                    "protocol": protocol, "shots": shots, "seed": seed, "targets": extra.pop("targets", [])},
         "data": {"manifest_sha256": "0" * 64, "n_train": 16 * 10, "n_val": 40, "n_classes": 10,
                  "classes": {"base": 5, "new": 5}},
-        "metrics": ({k: {"acc": float(v), "macro_f1": float(v) - 1.0, "n": 1000} for k, v in metrics.items()}
+        "metrics": ({k: {"acc": float(v), "macro_f1": float(v) - 1.0, "n": counts.get(k, (0, 1000))[1]}
+                     for k, v in metrics.items()}
                     if status == "completed" else {}),
         "cost": cost,
         "env": {"bench": "0.1.0", "git_sha": "abc1234", "git_dirty": False, "python": "3.11.7", "torch": "2.14.1",
@@ -89,11 +104,36 @@ def write_result(root: Path, method: str, dataset: str, *, protocol: str = "fews
     }
     if extra:
         raise TypeError(f"unknown fixture field(s): {', '.join(extra)}")
+    if arrays and status == "completed":
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        (folder / "predictions.npz").write_bytes(buf.getvalue())
+        doc["artifacts"]["predictions"] = {"path": "predictions.npz",
+                                           "sha256": hashlib.sha256(buf.getvalue()).hexdigest()}
     path = folder / "result.json"
     tmp = folder / "result.json.tmp"
     tmp.write_text(json.dumps(doc, indent=1))
     os.replace(tmp, path)
     return path
+
+
+def prediction_arrays(predictions: dict[str, Any], n_classes: int = 10) -> dict[str, np.ndarray]:
+    """bench.cell's npz arrays from eval → bool right/wrong per image, or eval → (label, pred)."""
+    out = {}
+    for e, value in predictions.items():
+        if isinstance(value, tuple):
+            label, pred = (np.asarray(v, dtype=np.int32) for v in value)
+        else:
+            right = np.asarray(value, dtype=bool)
+            label = (np.arange(len(right)) % n_classes).astype(np.int32)
+            pred = np.where(right, label, (label + 1) % n_classes).astype(np.int32)
+        others = [(pred + i) % n_classes for i in range(1, 5)]
+        top5 = np.stack([pred] + [np.where(o == pred, (o + 1) % n_classes, o) for o in others], axis=1)
+        out[f"{e}/label"] = label
+        out[f"{e}/top5"] = top5.astype(np.int32)
+        out[f"{e}/top5_logit"] = np.linspace(20, 10, top5.shape[1], dtype=np.float16)[None].repeat(len(label), 0)
+        out[f"{e}/p_true"] = np.where(pred == label, 0.8, 0.05).astype(np.float16)
+    return out
 
 
 def write_sweep(root: Path, cells: list[dict[str, Any]], sweep_id: str = "sweep-0001") -> Path:

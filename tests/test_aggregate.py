@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.aggregate import (
+from bench.errors import BenchError
+from bench.report.aggregate import (
     base2new_average,
     base2new_table,
     cost_table,
@@ -21,8 +22,7 @@ from bench.aggregate import (
     summaries,
     transfer_table,
 )
-from bench.collect import load_results
-from bench.errors import BenchError
+from bench.report.collect import load_results
 
 try:
     from tests.result_fixtures import plan_cell, write_result, write_sweep

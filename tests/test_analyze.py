@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from bench.analysis_drift import linear_cka
-from bench.analyze import locate, parameter_changes, relative_change
+from bench.analysis.analyze import locate, parameter_changes, relative_change
+from bench.analysis.drift import linear_cka
 
 
 def test_relative_change_untouched_is_exactly_zero():
@@ -79,7 +79,7 @@ def test_locate(name, where):
 
 def test_analyze_end_to_end(toy, tmp_path, capsys):
     import bench.cli.analyze as verb
-    from bench.analyze import analyze
+    from bench.analysis.analyze import analyze
     from bench.cell import run_cell
     from bench.grid import Grid, expand
 
@@ -139,7 +139,7 @@ def test_analyze_end_to_end(toy, tmp_path, capsys):
 
 
 def test_analyze_errors_are_one_line(toy, tmp_path, monkeypatch):
-    from bench.analyze import analyze
+    from bench.analysis.analyze import analyze
     from bench.errors import BenchError
 
     with pytest.raises(BenchError, match="not a results tree"):

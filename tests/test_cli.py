@@ -18,7 +18,8 @@ NO_TORCH = ("import sys, runpy; sys.argv = ['bench'] + {argv!r}\n"
 
 @pytest.mark.parametrize("argv", [["--help"], ["ls", "methods"], ["ls", "datasets"], ["ls", "backbones"],
                                   ["validate"], ["run", "--help"], ["plan", "--help"],
-                                  ["analyze", "--help"], ["status", "--help"], ["verify", "--help"]])
+                                  ["analyze", "--help"], ["status", "--help"], ["verify", "--help"],
+                                  ["compare", "--help"], ["leaderboard", "--help"], ["aggregate", "--help"]])
 def test_light_verbs_do_not_import_torch(argv):
     out = subprocess.run([sys.executable, "-c", NO_TORCH.format(argv=argv)], capture_output=True, text=True,
                          timeout=60).stdout

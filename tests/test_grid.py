@@ -78,7 +78,7 @@ def test_plan_marks_completed_cells(toy, tmp_path, capsys):
 def test_base2new_end_to_end(toy, tmp_path):
     r = tmp_path / "r"
     assert run_cli(toy, r, "--methods", "zeroshot,clipfit,coop,linear_probe", "--datasets", "toy",
-                   "--protocol", "base2new", "--seeds", "1") == 0
+                   "--protocol", "base2new", "--shots", "4", "--seeds", "1") == 0   # toy: 6 train images a class
     results = {res["config"]["method"]: res for _, res in ResultStore(r).iter_results()}
     assert results["clipfit"]["data"]["classes"] == {"base": 3, "new": 2}          # 5 classes: ceil → 3 / 2
     assert results["clipfit"]["metrics"]["base"]["n"] == 12 and results["clipfit"]["metrics"]["new"]["n"] == 8
@@ -221,6 +221,14 @@ def test_suite_shot_defaults_apply_to_fewshot_only(toy, capsys, tmp_path, monkey
     cards.clear_caches()
     main(["plan", "--suite", "toy", "--data-root", str(toy), "--results", str(tmp_path)])
     assert "4 cells" in capsys.readouterr().out                      # 2 datasets × K ∈ {1, 2}
+    for folder in ("toy", "toy2"):                                    # K = 16 needs a class with 16 images
+        split = toy / folder / "split_toy.json"
+        raw = json.loads(split.read_text())
+        raw["train"] += [raw["train"][0]] * 10
+        split.write_text(json.dumps(raw))
+    from bench.grid import dataset_splits
+
+    dataset_splits.cache_clear()
     main(["plan", "--suite", "toy", "--data-root", str(toy), "--results", str(tmp_path), "--protocol", "base2new"])
     out = capsys.readouterr().out
     assert "2 cells" in out and " 16 " in out                        # base-to-new keeps K = 16

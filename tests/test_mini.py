@@ -166,8 +166,8 @@ def test_tiny_world_is_deterministic_and_loads_through_open_clip(tmp_path):
 def test_full_world_targets(tmp_path):
     """The real build (about 3 minutes) meets the issue's targets: zero-shot between 2x chance and 90% on every
     dataset, and 16-shot ClipFit beats zero-shot on base classes by >= 5 points (suite mean over seeds 1, 2)."""
-    from bench.collect import load_results
     from bench.mini.probe import zero_shot_table
+    from bench.report.collect import load_results
 
     world = ensure_world(tmp_path / "cache", seed=0)
     for name, (acc, chance) in zero_shot_table(world).items():

@@ -143,7 +143,7 @@ def test_json_architecture_and_weights_file_run_on_the_cluster(slurm_env, toy, t
     import torch
 
     arch = tmp_path / "my-arch.json"
-    cfg = {"embed_dim": 32, "quick_gelu": True, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32,
+    cfg = {"embed_dim": 32, "quick_gelu": True, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16,
                                                                "patch_size": 8},
            "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
     arch.write_text(json.dumps(cfg))

@@ -20,8 +20,8 @@ import sys
 from bench import __version__
 from bench.errors import BenchError
 
-VERBS = ["ls", "validate", "plan", "run", "status", "verify", "aggregate", "leaderboard", "analyze", "world",
-         "worker"]
+VERBS = ["ls", "validate", "plan", "run", "status", "verify", "aggregate", "leaderboard", "compare", "analyze",
+         "world", "worker"]
 
 DESCRIPTION = """\
 bench: benchmark parameter-efficient fine-tuning of CLIP (ClipFit, CoOp, CLIP-Adapter, LoRA, full FT, ...).

@@ -48,16 +48,49 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--results", type=Path, default=Path("results"), help="results root (default: results)")
 
 
+GRID_KEYS = {"methods": "names", "datasets": "names", "targets": "names", "shots": "ints", "seeds": "ints",
+             "suite": "str", "protocol": "str", "source": "str", "backbone": "str", "pretrained": "str",
+             "activation": "str", "data_root": "str", "set": "mapping"}
+
+
+def read_grid_file(path: Path) -> dict:
+    """A --config grid file: its keys are the flags', each checked for its type (one-line errors)."""
+    conf = cards.load_yaml(path) or {}
+    if not isinstance(conf, dict):
+        raise BenchError(f"grid file {path} must be a YAML mapping of grid keys, got {type(conf).__name__}")
+    unknown = sorted(set(conf) - set(GRID_KEYS))
+    if unknown:
+        raise BenchError(f"grid file {path}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(GRID_KEYS))}")
+    out = {}
+    for key, value in conf.items():
+        kind = GRID_KEYS[key]
+        if value is None:
+            continue
+        if kind == "names" and isinstance(value, str):
+            value = name_list(value)
+        elif kind == "ints" and isinstance(value, (str, int)) and not isinstance(value, bool):
+            try:
+                value = int_list(str(value))
+            except argparse.ArgumentTypeError:
+                pass
+        ok = {"names": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+              "ints": lambda v: isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v),
+              "str": lambda v: isinstance(v, str), "mapping": lambda v: isinstance(v, dict)}[kind]
+        if not ok(value):
+            want = {"names": "a list of names (or 'a,b')", "ints": "a list of integers (or '1,2')", "str": "a string",
+                    "mapping": "a mapping of setting names to values"}[kind]
+            raise BenchError(f"grid file {path}: '{key}' must be {want}, got {value!r}")
+        out[key] = value
+    if out.get("protocol", "fewshot") not in PROTOCOLS:
+        from bench.errors import did_you_mean
+
+        raise did_you_mean(f"grid file {path}: protocol", out["protocol"], PROTOCOLS)
+    return out
+
+
 def build_grid(args: argparse.Namespace, prepare_world: bool) -> Grid:
     """Merge --config YAML and flags; fill defaults from the suite (the mini world when nothing is given)."""
-    conf = {}
-    if args.config:
-        conf = cards.load_yaml(args.config) or {}
-        valid = {"methods", "datasets", "suite", "shots", "seeds", "protocol", "source", "targets", "backbone",
-                 "pretrained", "activation", "data_root", "set"}
-        unknown = sorted(set(conf) - valid)
-        if unknown:
-            raise BenchError(f"grid file {args.config}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
+    conf = read_grid_file(args.config) if args.config else {}
 
     def pick(name, key=None):
         value = getattr(args, name)
@@ -78,8 +111,7 @@ def build_grid(args: argparse.Namespace, prepare_world: bool) -> Grid:
     if pretrained is None and not backbone.startswith(("local-dir:", "hf-hub:")) and not backbone.endswith(".json"):
         pretrained = "openai"
     activation = pick("activation")
-    sets = parse_sets(args.sets)
-    sets = {**parse_sets([f"{k}={v}" for k, v in (conf.get("set") or {}).items()]), **sets}
+    sets = {**conf.get("set", {}), **parse_sets(args.sets)}
     return Grid(
         methods=as_list(pick("methods") or suite.get("methods") or DEFAULT_METHODS),
         datasets=as_list(pick("datasets") or suite.get("datasets") or []),

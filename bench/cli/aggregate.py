@@ -3,6 +3,7 @@
 Usage:
     $ bench aggregate results -o results/aggregate.csv
     $ bench aggregate results --format md
+    $ bench aggregate results --per-image --methods clipfit,coop -o per_image.csv
 """
 
 from __future__ import annotations
@@ -21,31 +22,86 @@ examples:
   bench aggregate results -o results/aggregate.csv  # write the long table to a file
   bench aggregate results --format md               # few-shot / base-to-new / xd / dg / cost summaries
   bench aggregate results --table base2new_avg --format json
+  bench aggregate results --per-image -o per_image.csv   # one row per cell × evaluation × test image
+  bench aggregate --per-image --methods coop --datasets dtd --shots 16 --format json
+  bench aggregate --results /scratch/me/results -o cells.csv
 """
 TABLES = ["long", "fewshot", "fewshot_avg", "base2new", "base2new_avg", "xd", "dg", "cost", "summary"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("results", nargs="?", default="results", help="results root (default: results)")
+    from bench.cli._results_arg import add_results_arguments
+
+    add_results_arguments(parser)
     parser.add_argument("-o", "--output", metavar="PATH", help="write here instead of stdout")
     parser.add_argument("--format", choices=["csv", "json", "md"], default="csv", help="output format (csv)")
     parser.add_argument("--table", choices=TABLES, default=None,
                         help="which table: long (default for csv/json), a summary table, or summary (all "
                              "summaries; default for md)")
     parser.add_argument("--strict", action="store_true", help="fail on the first malformed file instead of skipping")
+    parser.add_argument("--per-image", action="store_true",
+                        help="the per-image predictions instead: cell keys, eval, image, label, pred, correct, p_true "
+                             "(from each cell's predictions.npz)")
+    add_filters(parser)
+
+
+def add_filters(parser: argparse.ArgumentParser) -> None:
+    """--methods/--datasets/--protocol/--shots/--seeds/--backbone: which cells (shared with `bench compare`)."""
+    parser.add_argument("--methods", help="only these methods (comma-separated)")
+    parser.add_argument("--datasets", help="only these datasets (comma-separated)")
+    parser.add_argument("--protocol", help="only this protocol (fewshot, base2new, xd, dg)")
+    parser.add_argument("--shots", help="only these K (comma-separated)")
+    parser.add_argument("--seeds", help="only these seeds (comma-separated)")
+    parser.add_argument("--backbone", help="only this backbone, as tables show it (e.g. ViT-B-16-quickgelu)")
+
+
+def apply_filters(frame: Any, args: argparse.Namespace) -> Any:
+    """The rows of `frame` that the filter flags select; a filter matching nothing is a one-line error."""
+    def ints(text: str, flag: str) -> list[int]:
+        try:
+            return [int(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise BenchError(f"{flag} expects comma-separated integers, got '{text}'") from None
+
+    for flag, col, conv in (("methods", "method", None), ("datasets", "dataset", None),
+                            ("protocol", "protocol", None), ("shots", "shots", ints), ("seeds", "seed", ints),
+                            ("backbone", "backbone", None)):
+        value = getattr(args, flag, None)
+        if not value:
+            continue
+        wanted = conv(value, f"--{flag}") if conv else [v.strip() for v in value.split(",") if v.strip()]
+        if col == "shots" and "zeroshot" in set(frame["method"]):
+            wanted = [*wanted, 0]                      # zero-shot (K = 0) is every K's baseline
+        kept = frame[frame[col].isin(wanted)]
+        if kept.empty:
+            have = ", ".join(map(str, sorted(set(frame[col].dropna()))[:20])) or "none"
+            raise BenchError(f"--{flag} {value} matches no result; available: {have}")
+        frame = kept
+    return frame
 
 
 def execute(args: argparse.Namespace) -> int:
-    from bench.aggregate import summaries
-    from bench.collect import load_results
+    from bench.cli._results_arg import results_root
+    from bench.report.aggregate import summaries
+    from bench.report.collect import load_results
 
-    res = load_results(Path(args.results), strict=args.strict)
+    root = results_root(args)
+    res = load_results(root, strict=args.strict)
     table = args.table or ("summary" if args.format == "md" else "long")
     out = Path(args.output) if args.output else None
-    if table == "long":
-        text = write_frame(res.frame, out, args.format)
+    if args.per_image:
+        from bench.report.predictions import per_image_frame
+
+        if args.table:
+            raise BenchError("--per-image is its own table; drop --table")
+        frame = per_image_frame(apply_filters(res.frame, args))
+        text = write_frame(frame, out, args.format)
+    elif table == "long":
+        text = write_frame(apply_filters(res.frame, args), out, args.format)
     else:
-        tables = summaries(res)
+        import dataclasses
+
+        tables = summaries(dataclasses.replace(res, frame=apply_filters(res.frame, args)))
         if table == "summary":
             if args.format != "md":
                 raise BenchError("--table summary needs --format md; pick one summary table for csv/json")
@@ -54,7 +110,7 @@ def execute(args: argparse.Namespace) -> int:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(text, encoding="utf-8")
         elif table not in tables:
-            raise BenchError(f"table '{table}' has no data in {args.results}; available: "
+            raise BenchError(f"table '{table}' has no data in {root}; available: "
                              f"{', '.join(['long', *tables]) }")
         else:
             text = write_frame(tables[table], out, args.format)

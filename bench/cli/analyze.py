@@ -17,14 +17,16 @@ examples:
   bench analyze results --methods clipfit,coop,lora --shots 16
   bench analyze results --data-root $DATA --datasets oxford_pets,dtd --samples 128 --out /tmp/analysis
   bench analyze results --protocol base2new --samples 0  # parameter change only, no forward passes
+  bench analyze --results /scratch/me/results --samples 0
 """
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from bench.cli._grid_args import int_list, name_list
+    from bench.cli._results_arg import add_results_arguments
     from bench.grid import PROTOCOLS
 
-    p.add_argument("results", nargs="?", type=Path, default=Path("results"), help="results root (default: results)")
+    add_results_arguments(p)
     p.add_argument("--methods", type=name_list, help="comma-separated methods (default: every trained method)")
     p.add_argument("--datasets", type=name_list, help="comma-separated datasets (default: all)")
     p.add_argument("--protocol", choices=PROTOCOLS, help="only cells of this protocol (default: all)")
@@ -37,9 +39,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
-    from bench.analyze import analyze
+    from bench.analysis.analyze import analyze
+    from bench.cli._results_arg import results_root
 
-    report = analyze(args.results, data_root=args.data_root, methods=args.methods, datasets=args.datasets,
+    report = analyze(results_root(args), data_root=args.data_root, methods=args.methods, datasets=args.datasets,
                      protocol=args.protocol, shots=args.shots, samples=args.samples, out=args.out, device=args.device)
     print(f"analysed {len(report.cells)} cell(s); wrote {report.path} and {len(report.figures)} figure(s)")
     for note in report.skipped[:5]:

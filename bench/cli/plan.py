@@ -16,7 +16,7 @@ def add_arguments(p) -> None:
     add_grid_arguments(p)
     p.add_argument("--executor", choices=["local", "slurm", "debug"], default="local")
     p.add_argument("--cells-per-job", type=int, default=1)
-    p.add_argument("--profile", help="SLURM profile (slurm/profiles/<name>.yaml)")
+    p.add_argument("--profile", help="SLURM profile: a name (see `bench run --help`) or a YAML path")
 
 
 def execute(args) -> int:
@@ -30,6 +30,10 @@ def execute(args) -> int:
     from bench.results import ResultStore
 
     grid = build_grid(args, prepare_world=False)
+    if args.profile:
+        from bench.profiles import load_profile
+
+        load_profile(args.profile)                      # a bad profile fails here, as it would at submission
     cells = expand(grid)
     spec = resolve_backbone(grid.backbone, grid.pretrained, grid.activation)
     store = ResultStore(args.results)

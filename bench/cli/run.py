@@ -24,7 +24,8 @@ def add_arguments(p) -> None:
     e.add_argument("--retry-failed", action="store_true", help="run only the cells whose last result failed")
     e.add_argument("--no-leaderboard", action="store_true", help="do not regenerate results/LEADERBOARD.md")
     s = p.add_argument_group("slurm (flags override --profile)")
-    s.add_argument("--profile", help="slurm/profiles/<name>.yaml or a YAML path")
+    s.add_argument("--profile", help="a profile name (shipped: local, gpu-cluster.example; yours in "
+                                     "~/.config/bench/profiles or BENCH_PROFILES_PATH) or a YAML path")
     for flag, typ in (("partition", str), ("gpus-per-node", int), ("cpus-per-task", int), ("mem-gb", float),
                       ("timeout-min", int), ("account", str), ("qos", str), ("array-parallelism", int),
                       ("cells-per-job", int), ("max-array-size", int)):
@@ -34,14 +35,11 @@ def add_arguments(p) -> None:
 
 
 def _slurm_options(args):
-    from bench.executors.slurm import SlurmOptions, load_profile
+    from bench.profiles import slurm_options
 
-    raw = load_profile(args.profile) if args.profile else {}
-    for key in ("partition", "gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min", "account", "qos",
-                "array_parallelism", "cells_per_job", "cells_per_gpu", "max_array_size", "setup"):
-        if getattr(args, key) is not None:
-            raw[key] = getattr(args, key)
-    return SlurmOptions(**raw)
+    keys = ("partition", "gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min", "account", "qos",
+            "array_parallelism", "cells_per_job", "cells_per_gpu", "max_array_size", "setup")
+    return slurm_options(args.profile, **{k: getattr(args, k) for k in keys})
 
 
 def execute(args) -> int:
@@ -56,6 +54,7 @@ def execute(args) -> int:
     cells = expand(grid)
     spec = resolve_backbone(grid.backbone, grid.pretrained, grid.activation)   # the notice, if any: _check_backbone
     store = ResultStore(args.results)
+    store.check_writable()
     status = {c["cell_id"]: store.status(c) for c in cells}
     if args.retry_failed:
         todo = [c for c in cells if status[c["cell_id"]] == "failed"]
@@ -68,14 +67,17 @@ def execute(args) -> int:
              "cells": [{"cell_id": c["cell_id"], **{k: c["config"][k] for k in keys}} for c in cells], "jobs": {}}
     print(f"{len(cells)} cells, {len(cells) - len(todo)} already complete, {len(todo)} to run "
           f"({spec.label}/{spec.weights_label}, {spec.activation}; results in {args.results})", flush=True)
-    store.write_sweep(sweep)
+    cluster = bool(todo) and args.executor in ("slurm", "debug")
+    options = _slurm_options(args) if cluster else None
     if todo:
         _check_backbone(grid, load=args.executor == "local" and not args.gpus and (args.cells_per_gpu or 1) == 1)
+    if not cluster:
+        store.write_sweep(sweep)                # only an accepted run is a sweep whose cells the leaderboard expects
     failed = 0
-    if todo and args.executor in ("slurm", "debug"):
+    if cluster:
         from bench.executors.slurm import submit, wait
 
-        jobs, sweep["jobs"] = submit(todo, args.results, _slurm_options(args), cluster=args.executor, force=args.force)
+        jobs, sweep["jobs"] = submit(todo, args.results, options, cluster=args.executor, force=args.force)
         store.write_sweep(sweep)
         print(f"submitted {len(todo)} cells as {len(jobs)} task(s); follow with: bench status {args.results}")
         if args.executor == "debug" or args.wait:
@@ -114,7 +116,7 @@ def _check_backbone(grid, load: bool) -> None:
 
 
 def _leaderboard(root) -> None:
-    from bench.leaderboard import write_leaderboard
+    from bench.report.leaderboard import write_leaderboard
 
-    path = write_leaderboard(root)
-    print(f"leaderboard: {path}")
+    path = write_leaderboard(root, html=True)
+    print(f"leaderboard: {path} (and {path.with_name('LEADERBOARD.html').name})")

@@ -6,13 +6,14 @@ HELP = "summarise a results tree: cells done/failed/pending/running, failures wi
 EPILOG = """examples:
   bench status
   bench status results --failed
+  bench status --results /scratch/me/results     # the --results root of `bench run`
 """
 
 
 def add_arguments(p) -> None:
-    from pathlib import Path
+    from bench.cli._results_arg import add_results_arguments
 
-    p.add_argument("results", nargs="?", type=Path, default=Path("results"))
+    add_results_arguments(p)
     p.add_argument("--failed", action="store_true", help="list every failed cell with its error and log")
 
 
@@ -35,12 +36,11 @@ def execute(args) -> int:
 
     from tabulate import tabulate
 
-    from bench.errors import BenchError
+    from bench.cli._results_arg import results_root
     from bench.results import ResultStore, verify_tree
 
-    if not args.results.is_dir():
-        raise BenchError(f"results folder {args.results} does not exist; pass the --results root of `bench run`")
-    store = ResultStore(args.results)
+    root = results_root(args)
+    store = ResultStore(root)
     found = {res.get("cell_id"): (path, res) for path, res in store.iter_results()}
     expected: dict[str, dict] = {}
     jobs: dict[str, str] = {}
@@ -62,8 +62,8 @@ def execute(args) -> int:
         total.update(c)
     print(f"\n{sum(total.values())} cells: {total['completed']} done, {total['failed']} failed, "
           f"{total['running']} running, {total['pending']} pending")
-    problems = len(verify_tree(args.results).problems)
-    print(f"verify: {problems} problem{'s' if problems != 1 else ''} (`bench verify {args.results}` lists them)"
+    problems = len(verify_tree(root).problems)
+    print(f"verify: {problems} problem{'s' if problems != 1 else ''} (`bench verify {root}` lists them)"
           if problems else "verify: no problems")
     states = _sacct(list(jobs.values()))
     if states:

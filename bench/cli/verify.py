@@ -14,25 +14,17 @@ and do not count. Exit status 1 when any problem is found, 0 when the tree is cl
 
 
 def add_arguments(p) -> None:
-    from pathlib import Path
+    from bench.cli._results_arg import add_results_arguments
 
-    p.add_argument("root", nargs="?", type=Path, default=None, metavar="ROOT",
-                   help="results root (default: results, or --results)")
-    p.add_argument("--results", type=Path, default=None, help="results root, as for `bench run` (default: results)")
+    add_results_arguments(p)
     p.add_argument("--no-hashes", action="store_true", help="skip hashing artifacts (faster on large trees)")
 
 
 def execute(args) -> int:
-    from pathlib import Path
-
-    from bench.errors import BenchError
+    from bench.cli._results_arg import results_root
     from bench.results import verify_tree
 
-    if args.root is not None and args.results is not None and args.root != args.results:
-        raise BenchError(f"two results roots given ({args.root} and --results {args.results}); pass one")
-    root = args.root or args.results or Path("results")
-    if not root.is_dir():
-        raise BenchError(f"results folder {root} does not exist; pass the --results root of `bench run`")
+    root = results_root(args)
     report = verify_tree(root, hashes=not args.no_hashes)
     for finding in report.findings:
         print(finding)

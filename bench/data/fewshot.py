@@ -94,5 +94,10 @@ def manifest(dataset: str, version: int, shots: int, seed: int, train: list[Item
             "train": per_class(train), "val": per_class(val)}
 
 
+def manifest_bytes(obj: dict) -> bytes:
+    """The canonical JSON of a manifest: what `fewshot_manifest.json` holds, so its sha256 is manifest_sha256."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
 def manifest_sha256(obj: dict) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(manifest_bytes(obj)).hexdigest()

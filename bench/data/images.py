@@ -12,7 +12,7 @@ Test: resize the short side to `size` (bicubic) + center crop + normalisation. I
 from __future__ import annotations
 
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
@@ -41,11 +41,15 @@ def test_transform(size: int, mean, std) -> T.Compose:
 
 
 def load_image(path: str) -> Image.Image:
+    """Decode fully (a truncated file is an error: PIL's LOAD_TRUNCATED_IMAGES stays off) as RGB."""
     try:
         with Image.open(path) as img:
             return img.convert("RGB")
+    except UnidentifiedImageError:
+        raise BenchError(f"cannot read image {path}: not an image file (PIL cannot identify its format)") from None
     except (OSError, ValueError) as err:
-        raise BenchError(f"cannot read image {path}: {err.__class__.__name__}: {err}") from None
+        raise BenchError(f"cannot read image {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+                         ) from None
 
 
 class ImageSet(Dataset):

@@ -18,7 +18,7 @@ import random
 from pathlib import Path
 from typing import NamedTuple
 
-from bench.cards import DatasetCard
+from bench.cards import DatasetCard, is_relative_inside
 from bench.errors import BenchError
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -56,13 +56,13 @@ def read_splits(card: DatasetCard, data_root: Path) -> Splits:
     """All items of the dataset; labels are 0..n-1 and `classnames[label]` names each."""
     folder = dataset_dir(card, data_root)
     splits = READERS[card.kind](card, folder)
-    _check_classes(card, splits)
+    _check_classes(card, splits, folder.parent)
     return splits
 
 
-def _check_classes(card: DatasetCard, splits: Splits) -> None:
+def _check_classes(card: DatasetCard, splits: Splits, data_root: Path) -> None:
     if not splits.test:
-        raise BenchError(f"dataset '{card.name}': no test images found under {card.describe_split_source(Path())}")
+        raise BenchError(f"dataset '{card.name}': no test images in {card.describe_split_source(data_root)}")
     seen = {it.label for it in splits.train}
     for label, name in enumerate(splits.classnames):
         if splits.train and label not in seen:
@@ -88,6 +88,8 @@ def _read_split_json(card: DatasetCard, folder: Path) -> Splits:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise BenchError(f"malformed split file {path}: {err.msg} at line {err.lineno}") from None
+    except UnicodeDecodeError:
+        raise BenchError(f"malformed split file {path}: not UTF-8 text") from None
     if not isinstance(raw, dict):
         raise BenchError(f"malformed split file {path}: expected an object with train/val/test")
     image_dir = folder / card.image_dir
@@ -102,6 +104,9 @@ def _read_split_json(card: DatasetCard, folder: Path) -> Splits:
                     and isinstance(entry[1], int) and not isinstance(entry[1], bool) and isinstance(entry[2], str)):
                 raise BenchError(f"malformed split file {path}: {split}[{i}] must be [path, label, classname], "
                                  f"got {json.dumps(entry)[:80]}")
+            if not is_relative_inside(entry[0]):
+                raise BenchError(f"split file {path}: {split}[{i}] path {entry[0]!r} leaves the image folder "
+                                 "(absolute or '..')")
             if entry[2] in card.drop_classes:
                 continue
             items.append(Item(str(image_dir / entry[0]), entry[1], clean_name(card, entry[2])))
@@ -182,6 +187,8 @@ def _read_fgvc(card: DatasetCard, folder: Path) -> Splits:
         items = []
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
             image, _, variant = line.strip().partition(" ")
+            if not is_relative_inside(image):
+                raise BenchError(f"malformed {path}: line {n + 1} image {image!r} leaves the image folder")
             if variant not in index:
                 raise BenchError(f"malformed {path}: line {n + 1} names unknown variant {variant!r}")
             items.append(Item(str(folder / card.image_dir / f"{image}.jpg"), index[variant], clean_name(card, variant)))
@@ -220,10 +227,18 @@ def _read_csv(card: DatasetCard, folder: Path) -> Splits:
     path = folder / (card.csv_file or "data.csv")
     if not path.is_file():
         raise BenchError(f"dataset '{card.name}': CSV file {path} is missing (columns: path,label[,split])")
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise BenchError(f"malformed CSV {path}: {str(err).splitlines()[0]}") from None
     if not rows or not {"path", "label"} <= set(rows[0]):
         raise BenchError(f"malformed CSV {path}: needs a header with path,label[,split]")
+    for n, r in enumerate(rows):
+        if r.get("path") is None or r.get("label") is None:
+            raise BenchError(f"malformed CSV {path}: row {n + 2} has fewer columns than the header")
+        if not is_relative_inside(r["path"]):
+            raise BenchError(f"CSV {path}: row {n + 2} path {r['path']!r} leaves the image folder (absolute or '..')")
     classes = sorted({r["label"] for r in rows})
     index = {c: i for i, c in enumerate(classes)}
     if "split" in rows[0]:

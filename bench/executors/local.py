@@ -56,7 +56,10 @@ def run_local(cells: list[dict], root: Path, force: bool = False, progress: bool
         if not claim(claims, cell):
             counts["taken by a sibling worker"] += 1
             continue
-        result = run_cell(cell, root, force=force)
+        try:
+            result = run_cell(cell, root, force=force)
+        except OSError as err:         # the results disk itself failed (full, vanished): this cell only
+            result = {"status": "failed", "error": {"message": f"{type(err).__name__}: {err}", "log": None}}
         counts[result.get("status", "failed")] += 1
         if result.get("status") == "failed":
             tqdm.write(f"FAILED {c['method']} {c['dataset']} K={c['shots']} seed={c['seed']}: "

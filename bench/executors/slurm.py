@@ -17,51 +17,15 @@ import re
 import shutil
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import submitit
 
-from bench.cards import load_yaml
 from bench.errors import BenchError
+from bench.profiles import SlurmOptions, load_profile, slurm_options  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
-
-PROFILE_DIR = Path(__file__).resolve().parents[2] / "slurm" / "profiles"
-
-
-@dataclass
-class SlurmOptions:
-    partition: str | None = None
-    gpus_per_node: int = 1
-    cpus_per_task: int = 8
-    mem_gb: float = 32
-    timeout_min: int = 240
-    account: str | None = None
-    qos: str | None = None
-    array_parallelism: int = 64
-    setup: list[str] = field(default_factory=list)      # shell lines before the task (module load, venv, ...)
-    cells_per_job: int = 1
-    cells_per_gpu: int = 1                              # cells of a task run at once on its GPU (as memory allows)
-    max_array_size: int | None = None                   # None: read MaxArraySize from scontrol
-    max_num_timeout: int = 3                            # requeues after a time-out
-    signal_delay_s: int = 120
-
-
-def load_profile(name_or_path: str) -> dict:
-    path = Path(name_or_path)
-    if not path.is_file():
-        path = PROFILE_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
-        names = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
-        raise BenchError(f"SLURM profile '{name_or_path}' not found; available in {PROFILE_DIR}: {', '.join(names)}")
-    raw = load_yaml(path) or {}
-    valid = {f.name for f in fields(SlurmOptions)}
-    unknown = sorted(set(raw) - valid)
-    if unknown:
-        raise BenchError(f"SLURM profile {path}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
-    return raw
-
 
 def cluster_max_array_size() -> int | None:
     if not shutil.which("scontrol"):

@@ -24,6 +24,10 @@ class Params:
     alpha: float = 0.2          # residual ratio: weight of the adapted feature
 
 
+# Params ranges, checked before any cell runs (bench.settings reads them without importing this file)
+LIMITS = {"reduction": "[1, inf)", "alpha": "[0, 1]"}
+
+
 class ClipAdapter(Method):
     """Visual residual adapter over a frozen CLIP."""
 

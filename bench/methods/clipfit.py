@@ -27,6 +27,10 @@ class Params:
     templates: dict = field(default_factory=dict)       # dataset → template (ClipFit's DTD template differs)
 
 
+# Params ranges, checked before any cell runs (bench.settings reads them without importing this file)
+LIMITS = {"lam": "[0, inf)"}
+
+
 class ClipFit(Method):
     """Bias + LayerNorm tuning with a frozen-text-feature regulariser."""
 

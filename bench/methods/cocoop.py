@@ -34,6 +34,10 @@ class Params:
     text_batch: int = 2048                  # prompt sequences per text-tower call (memory, not semantics)
 
 
+# Params ranges, checked before any cell runs (bench.settings reads them without importing this file)
+LIMITS = {"n_ctx": "[1, inf)", "init_std": "(0, inf)", "hidden_ratio": "[1, inf)", "text_batch": "[1, inf)"}
+
+
 class CoCoOp(PromptLearning):
     """Conditional context optimisation: an image-conditioned shift of the shared context."""
 

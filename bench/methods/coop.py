@@ -29,6 +29,10 @@ class Params:
     init_std: float = 0.02                  # N(0, init_std²) for random init
 
 
+# Params ranges, checked before any cell runs (bench.settings reads them without importing this file)
+LIMITS = {"n_ctx": "[1, inf)", "class_token_position": ["end", "middle", "front"], "init_std": "(0, inf)"}
+
+
 class CoOp(PromptLearning):
     """Context optimisation: learnable prompt vectors shared by all classes (or per class)."""
 

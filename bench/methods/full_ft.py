@@ -25,6 +25,10 @@ class Params:
     lam: float = 0.0            # optional ClipFit-style regulariser weight (0 = plain CE)
 
 
+# Params ranges, checked before any cell runs (bench.settings reads them without importing this file)
+LIMITS = {"lam": "[0, inf)"}
+
+
 class FullFineTune(Method):
     name = "full_ft"
     Params = Params

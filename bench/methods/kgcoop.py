@@ -34,6 +34,10 @@ class Params:
     templates: dict = field(default_factory=dict)   # dataset → hand-crafted template (DTD differs from CoOp's)
 
 
+# Params ranges, checked before any cell runs (bench.settings reads them without importing this file)
+LIMITS = {"n_ctx": "[1, inf)", "init_std": "(0, inf)", "w": "[0, inf)"}
+
+
 class KgCoOp(PromptLearning):
     """Knowledge-guided context optimisation."""
 

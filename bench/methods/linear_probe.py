@@ -25,6 +25,10 @@ class Params:
     feature_scale: float = 10.0     # multiplies f̂ so logits reach useful magnitudes early in training
 
 
+# Params ranges, checked before any cell runs (bench.settings reads them without importing this file)
+LIMITS = {"feature_scale": "(0, inf)"}
+
+
 class LinearProbe(Method):
     name = "linear_probe"
     Params = Params

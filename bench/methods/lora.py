@@ -31,6 +31,11 @@ class Params:
     template: str | None = "a photo of a {}."   # None = the dataset's template
 
 
+# Params ranges, checked before any cell runs (bench.settings reads them without importing this file)
+LIMITS = {"r": "[1, inf)", "alpha": "(0, inf)", "dropout": "[0, 1)", "targets": ["q", "k", "v", "o"],
+          "encoder": ["both", "vision", "text"], "layers": "[0, inf)"}
+
+
 class LoRA(Method):
     """Low-rank adaptation of the attention projections."""
 

@@ -38,6 +38,10 @@ class Params:
     init_std: float = 0.02                  # deep text prompts (and random-init context)
 
 
+# Params ranges, checked before any cell runs (bench.settings reads them without importing this file)
+LIMITS = {"n_ctx": "[1, inf)", "depth": "[1, inf)", "init_std": "(0, inf)"}
+
+
 class MaPLe(PromptLearning):
     """Multi-modal prompt learning: text prompts coupled to vision prompts by linear maps, J layers deep."""
 

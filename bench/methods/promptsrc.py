@@ -50,6 +50,12 @@ class Params:
     gpa_epochs: int = 20                    # the schedule length μ and σ refer to (the card's epochs)
 
 
+# Params ranges, checked before any cell runs (bench.settings reads them without importing this file)
+LIMITS = {"n_ctx_text": "[1, inf)", "n_ctx_vision": "[1, inf)", "depth_text": "[1, inf)", "depth_vision": "[0, inf)",
+          "init_std": "(0, inf)", "text_loss_weight": "[0, inf)", "image_loss_weight": "[0, inf)", "gpa_mean": "(0, inf)",
+          "gpa_std": "(0, inf)", "gpa_epochs": "[1, inf)"}
+
+
 def gpa_weights(total_epochs: int, mean: float, std: float, ref_epochs: int) -> list[float]:
     """Normalised Gaussian weights of epochs 1 … total_epochs (PromptSRC's `get_gauss` over range(1, N + 1)),
     with μ and σ scaled by total_epochs / ref_epochs."""

@@ -43,6 +43,10 @@ class Params:
     templates: dict = field(default_factory=dict)
 
 
+# Params ranges, checked before any cell runs (bench.settings reads them without importing this file)
+LIMITS = {"text": ["cproj_bias", "bias", "none"], "image": ["layernorm", "bias", "none"], "lam": "[0, inf)"}
+
+
 def text_tensors(model, which: str) -> list[nn.Parameter]:
     if which == "cproj_bias":
         return [block.mlp.c_proj.bias for block in text_blocks(model)]

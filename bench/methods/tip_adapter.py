@@ -50,6 +50,11 @@ class Params:
     templates: dict = field(default_factory=dict)
 
 
+# Params ranges, checked before any cell runs (bench.settings reads them without importing this file)
+LIMITS = {"init_beta": "(0, inf)", "init_alpha": "[0, inf)", "search_on": ["val_full", "val", "none"],
+          "augment_views": "[1, inf)", "cache_batch": "[1, inf)", "adam_eps": "(0, inf)"}
+
+
 @torch.no_grad()
 def augmented_features(method: Method, items: list, data: FitData, views: int, batch: int) -> torch.Tensor:
     """(views, N, D) fp32 frozen image features of `items` under the training augmentation, in item order."""

@@ -1,15 +1,15 @@
 """PNG plots for the leaderboard, drawn from the same summary tables (matplotlib, Agg, imported lazily).
 
 Usage:
-    >>> from bench.aggregate import summaries
-    >>> from bench.collect import load_results
-    >>> from bench.plots import write_plots
+    >>> from bench.report.aggregate import summaries
+    >>> from bench.report.collect import load_results
+    >>> from bench.report.plots import write_plots
     >>> res = load_results("results")
     >>> for caption, path in write_plots(summaries(res), res.root / "plots"):
     ...     print(caption, path)
 
 Figures: few-shot accuracy vs K (average over datasets), the same per dataset as small multiples, and Base vs
-New per method with HM iso-curves (base-to-new). One set per backbone/pretrained pair. Figures are built with
+New per method with HM iso-curves (base-to-new); 95 % intervals as bands and error bars where the tables have them. One set per backbone/pretrained pair. Figures are built with
 `matplotlib.figure.Figure` directly, so the global pyplot backend is never touched.
 """
 
@@ -57,15 +57,25 @@ def _slug(*parts: str) -> str:
 
 
 def _draw_curves(ax: Any, frame: Any, value: str, colors: dict[str, Any], titles: dict[str, str]) -> None:
-    """One line per method (acc vs K, log2 axis); zero-shot (K = 0) as a dashed horizontal line."""
+    """One line per method (acc vs K, log2 axis) with its 95 % interval as a band where the frame has
+    `<value>_lo`/`<value>_hi`; zero-shot (K = 0) as a dashed horizontal line (and a faint band)."""
     shots = sorted(k for k in frame["shots"].unique() if k > 0)
+    band = {f"{value}_lo", f"{value}_hi"} <= set(frame.columns)
     for method in [m for m in colors if m in set(frame["method"])]:
         sub = frame[frame["method"] == method].sort_values("shots")
         if method == ZEROSHOT or (sub["shots"] == 0).all():
             ax.axhline(sub[value].mean(), ls="--", lw=1.2, color=colors[method], label=titles[method])
+            if band and sub[f"{value}_lo"].notna().all():
+                ax.axhspan(sub[f"{value}_lo"].mean(), sub[f"{value}_hi"].mean(), color=colors[method], alpha=0.08, lw=0)
             continue
         sub = sub[sub["shots"] > 0]
         ax.plot(sub["shots"], sub[value], marker="o", ms=4, lw=1.6, color=colors[method], label=titles[method])
+        if band and len(sub) > 1 and sub[f"{value}_lo"].notna().all():
+            ax.fill_between(sub["shots"], sub[f"{value}_lo"], sub[f"{value}_hi"], color=colors[method], alpha=0.15,
+                            lw=0)
+        elif band and len(sub) == 1 and sub[f"{value}_lo"].notna().all():
+            ax.errorbar(sub["shots"], sub[value], yerr=[sub[value] - sub[f"{value}_lo"], sub[f"{value}_hi"] - sub[value]],
+                        fmt="none", ecolor=colors[method], elinewidth=1.2, capsize=3)
     if shots:
         ax.set_xscale("log", base=2)
         ax.set_xticks(shots, [str(k) for k in shots])
@@ -87,8 +97,8 @@ def plot_fewshot_per_dataset(table: Any, avg: Any, path: Path, title: str) -> Pa
     """Small multiples: one panel per dataset (plus the average first), accuracy vs K per method."""
     methods = _order(avg, "acc")
     colors, titles = _colors(methods), _titles(avg)
-    panels = [("Average", avg.rename(columns={"acc": "mean"}))]
-    from bench.aggregate import dataset_order
+    panels = [("Average", avg.rename(columns={"acc": "mean", "acc_lo": "mean_lo", "acc_hi": "mean_hi"}))]
+    from bench.report.aggregate import dataset_order
 
     for dataset in dataset_order(table["dataset"]):
         sub = table[table["dataset"] == dataset]
@@ -130,6 +140,10 @@ def plot_base_new(avg: Any, path: Path, title: str, reference: dict[str, tuple[f
     for method, rec in rows.iterrows():
         ax.scatter(rec["base"], rec["new"], s=60, color=colors[method], zorder=3,
                    label=f"{titles[method]} (HM {rec['hm']:.2f})")
+        if {"base_lo", "base_hi", "new_lo", "new_hi"} <= set(rec.index) and rec[["base_lo", "new_lo"]].notna().all():
+            ax.errorbar(rec["base"], rec["new"], xerr=[[rec["base"] - rec["base_lo"]], [rec["base_hi"] - rec["base"]]],
+                        yerr=[[rec["new"] - rec["new_lo"]], [rec["new_hi"] - rec["new"]]], fmt="none",
+                        ecolor=colors[method], elinewidth=1, capsize=2, alpha=0.7, zorder=2)
         if method in reference:
             b, n = reference[method]
             ax.scatter(b, n, s=60, facecolors="white", edgecolors=colors[method], linewidths=1.6, zorder=3)
@@ -179,7 +193,7 @@ def _titles(frame: Any) -> dict[str, str]:
 def write_plots(tables: dict[str, Any], folder: Path, comparison: Any = None) -> list[tuple[str, Path]]:
     """Write every plot the tables allow into `folder`; returns (caption, path) pairs.
 
-    `tables` is `bench.aggregate.summaries(...)`; `comparison` (`bench.reported.compare(...)`) adds published
+    `tables` is `bench.report.aggregate.summaries(...)`; `comparison` (`bench.report.reported.compare(...)`) adds published
     Base/New averages to the base-to-new scatter."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

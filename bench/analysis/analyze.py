@@ -1,7 +1,7 @@
 """Where fine-tuning changes CLIP: parameter-change and representation-drift reports over a results tree.
 
 Usage:
-    >>> from bench.analyze import analyze, relative_change
+    >>> from bench.analysis.analyze import analyze, relative_change
     >>> report = analyze(Path("results"), data_root="data", methods=["clipfit", "lora"], samples=64)
     >>> report.path                                        # <results>/analysis/ANALYSIS.md (+ PNGs beside it)
 
@@ -9,7 +9,7 @@ Each completed cell with a `trainable.safetensors` is rebuilt exactly as before 
 classes, template, parameters) to get θ₀, then loaded with its final θ. Parameter change is ‖θ − θ₀‖ / ‖θ₀‖
 per trained tensor (LoRA: the merged weight W + s·BA against W; CoOp: the context against its seeded init),
 placed by tower (image / text / other) and layer (ln_pre and embeddings before block 0, ln_post/ln_final and
-projections after the last). Representation drift is bench.analysis_drift's block-wise linear CKA. Everything is
+projections after the last). Representation drift is bench.analysis.drift's block-wise linear CKA. Everything is
 averaged over seeds (and over datasets and shots in the per-method figures). Redoes the ClipFit study
 (Li et al., EMNLP 2024): it found the low-level text c_proj biases and the image ln_pre change most.
 """
@@ -165,7 +165,7 @@ def _images(items, bb, samples: int, seed: int = 0):
 def analyze_cell(result: dict, data_root: str, samples: int, device) -> CellAnalysis:
     from safetensors.torch import load_file
 
-    from bench.analysis_drift import capture, drift
+    from bench.analysis.drift import capture, drift
 
     path = Path(result["_trainable"])
     if not path.is_file():
@@ -314,7 +314,7 @@ def analyze(results: Path, data_root: str | Path | None = None, methods=None, da
     import torch
     from tabulate import tabulate
 
-    from bench.analysis_drift import plot_changes, plot_drift
+    from bench.analysis.drift import plot_changes, plot_drift
 
     results = Path(results)
     data_root = Path(data_root) if data_root else default_data_root()

@@ -1,7 +1,7 @@
 """Representation drift for `bench analyze`: linear CKA between the frozen and the tuned model, block by block.
 
 Usage:
-    >>> from bench.analysis_drift import linear_cka, capture, drift, plot_changes, plot_drift
+    >>> from bench.analysis.drift import linear_cka, capture, drift, plot_changes, plot_drift
     >>> linear_cka(x, x)                                   # (n, d) features → 1.0
     >>> feats = capture(method, images)                    # {"image": [(n, width) per block], "text": [...], ...}
     >>> drift(reference_feats, tuned_feats)                # {"image_cka": [...], "text_cka": [...], "image_cos": ...}
@@ -163,7 +163,7 @@ def plot_drift(groups: dict[str, dict], path, title: str) -> None:
     groups: label → {"image_cka": [per-cell curves], "text_cka": [...], "image_cos": [...], "text_cos": [...]}.
     The final embedding's mean cosine is drawn as a hollow marker after the last block.
     """
-    from bench.plots import _colors, _figure
+    from bench.report.plots import _colors, _figure
 
     fig = _figure(10, 3.8)
     axes = fig.subplots(1, 2)
@@ -210,7 +210,7 @@ def plot_drift(groups: dict[str, dict], path, title: str) -> None:
     fig.savefig(path)
 
 
-# ---- parameter-change figure (bench.analyze's rows) ----
+# ---- parameter-change figure (bench.analysis.analyze's rows) ----
 
 def _layer_x(layer: str, n: int) -> int:
     return -1 if layer == "pre" else n if layer == "post" else int(layer)
@@ -234,7 +234,7 @@ def _style(kind: str) -> tuple[str, dict]:
 
 def plot_changes(rows: list[dict], n_blocks: dict[str, int], path: Path, title: str) -> None:
     """Relative change per layer, image and text tower (one series per tensor kind) plus 'other' as bars."""
-    from bench.plots import _colors, _figure
+    from bench.report.plots import _colors, _figure
 
     other = [r for r in rows if r["tower"] == "other" and math.isfinite(r["mean"])]
     panels = ["image", "text"] + (["other"] if other else [])

@@ -1,15 +1,16 @@
-"""The leaderboard's summary tables, computed from the tidy frame of `bench.collect.load_results`.
+"""The leaderboard's summary tables, computed from the tidy frame of `bench.report.collect.load_results`.
 
 Usage:
-    >>> from bench.collect import load_results
-    >>> from bench.aggregate import fewshot_table, base2new_table, base2new_average
+    >>> from bench.report.collect import load_results
+    >>> from bench.report.aggregate import fewshot_table, base2new_table, base2new_average
     >>> res = load_results("results")
     >>> b2n = base2new_table(res.frame, res.expected)   # per dataset: Base/New seed means, HM of the means
     >>> base2new_average(b2n, res.frame)                # HM(avg Base, avg New), the CoCoOp convention
 
 Conventions (methods-and-protocol.md §3): std is the sample std over seeds (ddof=1); per dataset, HM is taken
 from the seed-averaged Base and New; the average row is HM of the dataset-averaged Base and New. Only completed
-cells enter the tables; failed, malformed and missing cells are counted (`Results.completeness()`).
+cells enter the tables; failed, malformed and missing cells are counted (`Results.completeness()`). Each value
+also gets a 95 % bootstrap interval over seeds and test images (`*_lo`, `*_hi`; bench.report.uncertainty).
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from typing import Any
 
 import pandas as pd
 
-from bench.collect import Results, completed, eval_title
 from bench.errors import BenchError
-from bench.mdtable import format_hours
+from bench.report.collect import Results, completed, eval_title
+from bench.report.mdtable import format_hours
 
 GROUP = ["backbone", "pretrained", "protocol", "method", "dataset", "shots"]
 
@@ -202,8 +203,11 @@ def cost_table(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def summaries(results: Results) -> dict[str, pd.DataFrame]:
-    """Every summary table that has data, by name: fewshot, fewshot_avg, base2new, base2new_avg, xd, dg, cost."""
+def summaries(results: Results, intervals: Any = True) -> dict[str, pd.DataFrame]:
+    """Every summary table that has data, by name: fewshot, fewshot_avg, base2new, base2new_avg, xd, dg, cost.
+
+    With `intervals` (True, or a `bench.report.uncertainty.Uncertainty` to reuse), each value gets its 95 %
+    bootstrap interval in `<value>_lo`/`<value>_hi` columns (bench.report.uncertainty.add_intervals)."""
     frame, exp = results.frame, results.expected
     protocols = set(completed(frame)["protocol"])
     out: dict[str, pd.DataFrame] = {}
@@ -216,6 +220,10 @@ def summaries(results: Results) -> dict[str, pd.DataFrame]:
     for proto in ("xd", "dg"):
         if proto in protocols:
             out[proto] = transfer_table(frame, proto, exp)
+    if intervals is not False and intervals is not None and out:
+        from bench.report.uncertainty import Uncertainty, add_intervals
+
+        add_intervals(out, intervals if isinstance(intervals, Uncertainty) else Uncertainty(frame))
     if protocols:
         out["cost"] = cost_table(frame)
     return out

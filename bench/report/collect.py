@@ -1,7 +1,7 @@
 """Read a results tree into one tidy DataFrame: one row per (cell, evaluation), plus the planned cells.
 
 Usage:
-    >>> from bench.collect import load_results
+    >>> from bench.report.collect import load_results
     >>> res = load_results("results")             # <root>/runs/**/result.json + <root>/sweeps/*.json
     >>> res.frame.columns[:4].tolist()             # long format: one row per (cell, evaluation)
     ['cell_id', 'status', 'method', 'method_title']
@@ -9,7 +9,7 @@ Usage:
 
 A malformed result.json or sweep file is skipped, counted and logged (or, with strict=True, a one-line error);
 when two cells share a KEY (e.g. a rerun after a config change) the completed, then the newer one wins.
-`bench.aggregate` turns the frame into the leaderboard's tables.
+`bench.report.aggregate` turns the frame into the leaderboard's tables.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ KEY = ["backbone", "pretrained", "protocol", "method", "dataset", "shots", "seed
 COLUMNS = ["cell_id", "status", "method", "method_title", "dataset", "dataset_title", "suite", "protocol", "shots",
            "seed", "backbone", "pretrained", "eval", "eval_title", "acc", "macro_f1", "n", "trainable_params",
            "total_params", "train_s", "eval_s", "images_per_s", "peak_mem_mb", "device", "git_sha", "finished_at",
-           "path"]
+           "path", "predictions"]
 EXPECTED_COLUMNS = ["cell_id", "method", "dataset", "protocol", "shots", "seed", "backbone", "pretrained"]
 EVAL_TITLES = {"all": "All", "base": "Base", "new": "New", "source": "Source", "target_avg": "Target avg"}
 _WARN_LINES = 5
@@ -191,13 +191,22 @@ def _rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
         "trainable_params": cost.get("trainable_params"), "total_params": cost.get("total_params"),
         "train_s": cost.get("train_s"), "eval_s": cost.get("eval_s"), "images_per_s": cost.get("images_per_s"),
         "peak_mem_mb": cost.get("peak_mem_mb"), "device": cost.get("device"), "git_sha": env.get("git_sha"),
-        "finished_at": doc.get("finished_at"), "path": doc["_path"],
+        "finished_at": doc.get("finished_at"), "path": doc["_path"], "predictions": _predictions_path(doc),
     }
     if doc["status"] != "completed":
         return [{**base, "eval": None, "eval_title": None, "acc": math.nan, "macro_f1": math.nan, "n": None}]
     return [{**base, "eval": name, "eval_title": eval_title(name), "acc": float(m["acc"]),
              "macro_f1": m.get("macro_f1", math.nan), "n": m.get("n")}
             for name, m in doc["metrics"].items()]
+
+
+def _predictions_path(doc: dict[str, Any]) -> str | None:
+    """The cell's predictions.npz (artifacts.predictions, a path inside the cell folder), or None."""
+    art = (doc.get("artifacts") or {}).get("predictions") if isinstance(doc.get("artifacts"), dict) else None
+    rel = art.get("path") if isinstance(art, dict) else None
+    if not isinstance(rel, str) or os.path.isabs(rel) or ".." in Path(rel).parts:
+        return None
+    return os.path.join(os.path.dirname(doc["_path"]), rel)
 
 
 def _labelled(cfg: dict[str, Any]) -> dict[str, Any]:

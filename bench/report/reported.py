@@ -1,7 +1,7 @@
 """Published numbers as data: load `results/reported/*.yaml` and match them to reproduced rows.
 
 Usage:
-    >>> from bench.reported import load_reported, match
+    >>> from bench.report.reported import load_reported, match
     >>> entries = load_reported()                      # <root>/reported/ if present, else the shipped files
     >>> ref = match(entries, protocol="base2new", backbone="ViT-B-16", pretrained="openai", dataset="average")
     >>> ref["coop"].metrics["hm"], ref["coop"].verified
@@ -24,7 +24,7 @@ from typing import Any
 
 from bench.errors import BenchError
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]      # bench/
 MARKS = ("VERIFIED", "3RD-PARTY", "RECALL", "DERIVED", "UNVERIFIED")
 AVERAGE = "average"
 _ENTRY_KEYS = {"method", "title", "dataset", "shots", "metrics", "verified", "mark", "provenance", "note"}
@@ -192,7 +192,7 @@ def compare(tables: dict[str, Any], entries: Iterable[Reported]) -> Any:
     zero-shot matches at any K). One row per (entry, evaluation): reproduced, reported, delta = reproduced −
     reported, comparable (False when a reproduced average is over other datasets than the published one).
     Entries without a reproduced counterpart are kept with reproduced = NaN. `tables` is
-    `bench.aggregate.summaries(...)`."""
+    `bench.report.aggregate.summaries(...)`."""
     import pandas as pd
 
     repro = _reproduced(tables)

@@ -1,7 +1,7 @@
 """Cell formatting for the markdown tables of the leaderboard and the cost table (display only, no numbers made).
 
 Usage:
-    >>> from bench.mdtable import Row, emit, pm
+    >>> from bench.report.mdtable import Row, emit, pm
     >>> print(emit(["Method", "Acc"], [Row(["ClipFit", pm(80.0, 1.2)], {1: 80.0}), Row(["CoOp", "—"])], bold=(1,)))
     | Method   |              Acc |
     |:---------|-----------------:|
@@ -18,29 +18,61 @@ from typing import Any
 
 from tabulate import tabulate
 
-DASH, STAR = "—", "\\*"
+DASH, STAR, TIE = "—", "\\*", "≈"
 LEFT = {"Method", "Dataset", "Protocol", "Error", "Log", "Cell"}      # left-aligned columns; the rest are numbers
 
 
 @dataclass
 class Row:
-    """One table row: display cells, numeric values per column (for bold), columns marked `*`, reference?"""
+    """One table row: display cells, numeric values per column (for bold and sorting), columns marked `*`,
+    reference row?, and per column: a 95 % interval text, a tie-with-best mark (≈) and a hover text (HTML)."""
 
     cells: list[str]
     values: dict[int, float] = field(default_factory=dict)
     marks: set[int] = field(default_factory=set)
     ref: bool = False
+    ci: dict[int, str] = field(default_factory=dict)
+    ties: set[int] = field(default_factory=set)
+    tips: dict[int, str] = field(default_factory=dict)
+    best: set[int] = field(default_factory=set)
 
 
-def emit(headers: list[str], rows: list[Row], bold: tuple[int, ...] = ()) -> str:
-    """Render with tabulate (pipe): best reproduced value per `bold` column in bold, `*` marks appended."""
+@dataclass
+class Table:
+    """A table of the leaderboard, rendered as markdown (`Table.markdown`) or HTML (bench.report.html)."""
+
+    heads: list[str]
+    rows: list[Row]
+    bold: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        mark_best(self.rows, self.bold)
+
+    def markdown(self) -> str:
+        return emit(self.heads, self.rows)
+
+
+def mark_best(rows: list[Row], bold: tuple[int, ...]) -> None:
+    """Set `Row.best` for the best reproduced value of every `bold` column (equal values all count)."""
     for col in bold:
         vals = [r.values[col] for r in rows if not r.ref and present(r.values.get(col))]
         best = max(vals) if vals else None
         for r in rows:
             if best is not None and not r.ref and present(r.values.get(col)) and math.isclose(r.values[col], best):
-                r.cells[col] = f"**{r.cells[col]}**"
-    cells = [[c + (STAR if i in r.marks else "") for i, c in enumerate(r.cells)] for r in rows]
+                r.best.add(col)
+
+
+def md_cell(r: Row, i: int) -> str:
+    """A cell as markdown: value [interval], bold when best, then ≈ (tied with the best) and * (fewer runs)."""
+    text = r.cells[i] + (f" {r.ci[i]}" if r.ci.get(i) else "")
+    text = f"**{text}**" if i in r.best else text
+    return text + (f" {TIE}" if i in r.ties else "") + (STAR if i in r.marks else "")
+
+
+def emit(headers: list[str], rows: list[Row], bold: tuple[int, ...] = ()) -> str:
+    """Render with tabulate (pipe): best reproduced value per `bold` column in bold, ≈ and `*` marks appended."""
+    mark_best(rows, bold)
+    cells = [[md_cell(r, i) for i in range(len(r.cells))] for r in rows]
     align = ["left" if h in LEFT else "right" for h in headers]
     return tabulate(cells, headers=headers, tablefmt="pipe", colalign=align, disable_numparse=True) + "\n"
 
@@ -56,6 +88,11 @@ def f2(x: Any) -> str:
 def pm(mean: Any, std: Any) -> str:
     """'80.00 ± 1.23', or '80.00' with one seed, or — when missing."""
     return DASH if not present(mean) else f"{mean:.2f} ± {std:.2f}" if present(std) else f"{mean:.2f}"
+
+
+def interval(lo: Any, hi: Any) -> str:
+    """'[52.9, 54.1]' (one decimal), or '' when there is no interval."""
+    return f"[{lo:.1f}, {hi:.1f}]" if present(lo) and present(hi) else ""
 
 
 def signed(x: Any) -> str:
