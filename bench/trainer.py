@@ -183,6 +183,8 @@ def train(method, items: list[Item], cfg: TrainConfig, shots: int, seed: int, de
         meta = load_state(ckpt_dir, method, optimizer)
         if meta is not None:
             start_epoch, it = meta["epoch"], meta["iter"]
+            if meta.get("grad_scaler"):                            # fp16: the loss scale it had reached
+                scaler.load_state_dict(meta["grad_scaler"])
             stats.resumed_from_epoch = start_epoch
             logger.info("resumed from epoch %d (iteration %d)", start_epoch, it)
     parts: dict[str, torch.Tensor] = {}
@@ -220,7 +222,8 @@ def train(method, items: list[Item], cfg: TrainConfig, shots: int, seed: int, de
                         stats.last_loss, optimizer.param_groups[0]["lr"],
                         " ".join(f"{k} {float(v):.4f}" for k, v in parts.items()))
             if ckpt_dir is not None:
-                save_state(ckpt_dir, method.trainable_state(), optimizer, {"epoch": epoch + 1, "iter": it},
+                save_state(ckpt_dir, method.trainable_state(), optimizer,
+                           {"epoch": epoch + 1, "iter": it, "grad_scaler": scaler.state_dict()},
                            extra=method.extra_state())
         if on_epoch is not None:
             on_epoch(epoch + 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -207,10 +208,11 @@ def test_base_to_new_evaluates_new_classes_with_the_tuned_model(toy, tiny_backbo
     assert not torch.allclose(m(x), zs(x))
 
 
-def test_resume_from_checkpoint_is_bit_identical(toy, tiny_backbone, tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_resume_from_checkpoint_is_bit_identical(toy, tiny_backbone, tmp_path, precision):
     splits = read_splits(cards.dataset_card("toy"), toy)
     items = splits.train[:15]
-    cfg = dataclasses.replace(fast_cfg("lora", epochs=4, schedule="cosine_iter"), batch_size=4)
+    cfg = dataclasses.replace(fast_cfg("lora", epochs=4, schedule="cosine_iter"), batch_size=4, precision=precision)
 
     torch.manual_seed(0)
     full = make("lora", tiny_backbone)
@@ -225,6 +227,12 @@ def test_resume_from_checkpoint_is_bit_identical(toy, tiny_backbone, tmp_path):
     assert stats.resumed_from_epoch == 2
     for n, v in full.trainable_state().items():
         assert torch.equal(v, resumed.trainable_state()[n]), n
+    if precision == "fp16":                                  # the loss scale travels with the checkpoint
+        from safetensors import safe_open
+
+        with safe_open(str(tmp_path / "state.safetensors"), framework="pt") as fh:
+            meta = json.loads(fh.metadata()["bench"])["meta"]
+        assert meta["grad_scaler"]["scale"] > 0 and "_growth_tracker" in meta["grad_scaler"]
 
 
 def test_checkpoint_holds_only_trainable_tensors(toy, tiny_backbone, tmp_path):
