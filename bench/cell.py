@@ -19,7 +19,7 @@ from pathlib import Path
 from bench import cards
 from bench.config import train_config
 from bench.errors import BenchError
-from bench.results import ResultStore, atomic_write, environment, utcnow
+from bench.results import ResultStore, atomic_write, environment, remove_temp_files, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +199,7 @@ def run_cell(cell: dict, root: Path, force: bool = False) -> dict:
             return {"cell_id": cell["cell_id"], "status": "running"}
         if not force and store.is_completed(cell):
             return store.read(cell)
+        remove_temp_files(run_dir)             # a killed attempt's half-written file (SIGKILL cannot clean up)
         handler = logging.FileHandler(run_dir / "log.txt")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler.setLevel(logging.INFO)
