@@ -106,6 +106,13 @@ def slurm(args, work: Path) -> dict:
     folder = args.slurm_dir
     if subprocess.run(["bash", str(REPO / "slurm" / "start.sh"), str(folder)], capture_output=True).returncode:
         return {"scenario": "slurm: cluster did not start (needs root and apt-get)"}
+    try:
+        return _slurm_faults(args, work, folder)
+    finally:                                   # leave no cluster behind (another one, e.g. the tests', needs the ports)
+        subprocess.run(["bash", str(REPO / "slurm" / "stop.sh"), str(folder)], capture_output=True)
+
+
+def _slurm_faults(args, work: Path, folder: Path) -> dict:
     env = _slurm_env(folder)
     env["OMP_NUM_THREADS"] = "1"
     root = work / "slurm"
