@@ -211,7 +211,7 @@ def test_promptsrc_constraints_at_step_0_and_weights_from_the_card(tiny_backbone
     assert float(parts["l1_image"]) == pytest.approx(float((f - f0).abs().mean()), rel=1e-4)
     assert float(parts["kl"]) == pytest.approx(float(kl), rel=1e-4, abs=1e-7)
     expected = parts["ce"] + 25.0 * parts["l1_text"] + 10.0 * parts["l1_image"] + parts["kl"]
-    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-5)
 
 
 def test_gpa_weights_are_promptsrcs_gaussian_and_scale_with_the_budget():
