@@ -166,3 +166,15 @@ def test_available_cpus_follows_slurm(monkeypatch):
     assert decoded.available_cpus() == 1
     monkeypatch.delenv("SLURM_CPUS_PER_TASK")
     assert decoded.available_cpus() >= 1
+
+
+def test_train_decode_budget_and_missing_images_fail_in_one_line(toy, monkeypatch):
+    from bench.errors import BenchError
+
+    monkeypatch.setenv("BENCH_TRAIN_DECODE_MB", "lots")
+    with pytest.raises(BenchError, match="BENCH_TRAIN_DECODE_MB='lots' is not a number"):
+        decoded.DecodedImages().get([])
+    item = read_splits(cards.dataset_card("toy"), toy).train[0]
+    gone = item._replace(path=item.path + ".missing.png")
+    with pytest.raises(BenchError, match="missing.png"):
+        decoded.DecodedImages(budget_bytes=1 << 20).get([gone])

@@ -34,6 +34,7 @@ from torchvision.transforms import functional as TF
 
 from bench.data.images import BICUBIC, load_image, test_transform_pil
 from bench.data.splits import Item
+from bench.errors import BenchError
 
 logger = logging.getLogger(__name__)
 
@@ -97,15 +98,28 @@ class DecodedImages:
     (BENCH_TRAIN_DECODE_MB, default 2048; 0 turns it off). Tensors are shared read-only (crops copy)."""
 
     def __init__(self, budget_bytes: int | None = None):
-        mb = os.environ.get("BENCH_TRAIN_DECODE_MB", "2048")
-        self.budget = budget_bytes if budget_bytes is not None else int(float(mb) * 2**20)
+        self._budget = budget_bytes
         self._images: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self.nbytes = 0
         self._lock = threading.Lock()
 
+    @property
+    def budget(self) -> int:
+        if self._budget is None:                 # read at first use, so a bad value is an error of the run
+            raw = os.environ.get("BENCH_TRAIN_DECODE_MB", "2048")
+            try:
+                self._budget = int(float(raw) * 2**20)
+            except ValueError:
+                raise BenchError(f"BENCH_TRAIN_DECODE_MB={raw!r} is not a number of MB (0 turns the cache off)") \
+                    from None
+        return self._budget
+
     @staticmethod
     def _key(item: Item) -> tuple:
-        st = os.stat(item.path)
+        try:
+            st = os.stat(item.path)
+        except OSError:                          # decoding it raises the reader's one-line error
+            return item.path, None, None
         return item.path, st.st_size, st.st_mtime_ns
 
     def get(self, items: list[Item], workers: int | None = None) -> list[torch.Tensor]:
