@@ -22,6 +22,7 @@ import json
 import logging
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -259,24 +260,102 @@ def encode_text(model, tokens: torch.Tensor) -> torch.Tensor:
     return encode_text_embeddings(model, token_embeddings(model, tokens), tokens)
 
 
-def encode_text_embeddings(model, embeddings: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+def encode_text_embeddings(model, embeddings: torch.Tensor, tokens: torch.Tensor,
+                           hook: LayerHook | None = None) -> torch.Tensor:
     """The text tower from the embedding stage on: what `model.encode_text` does after its token lookup, for
     sequences of L ≤ context positions (positional embedding and causal mask cut to L).
 
-    embeddings: (n, L, width); tokens: (n, L) ids used only to find the end-of-text position.
+    embeddings: (n, L, width); tokens: (n, L) ids used only to find the end-of-text position; hook: called before
+    each residual block (see `run_blocks`; deep prompts replace token slices, so the end-of-text position and the
+    truncation stay exact).
     Returns (n, embed_dim) un-normalised text features.
     """
     cast_dtype = model.transformer.get_cast_dtype()
     length = embeddings.shape[1]
     x = embeddings.to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
     mask = model.attn_mask[:length, :length] if model.attn_mask is not None else None
-    x = model.transformer(x, attn_mask=mask)
+    x = run_blocks(model.transformer, x, mask, hook)
     x = model.ln_final(x)
     x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
     proj = model.text_projection
     if proj is not None:
         x = proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
     return x
+
+
+# ---- deep prompts: per-block token replacement in either tower ----
+
+LayerHook = Callable[[int, torch.Tensor], torch.Tensor]   # (block index, x (N, L, width)) → x before that block
+
+
+def run_blocks(transformer, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
+               hook: LayerHook | None = None) -> torch.Tensor:
+    """open_clip's `Transformer.forward` on x (N, L, width), with `hook(i, x)` applied before block i.
+
+    The hook always sees batch-first (N, L, width) whatever `transformer.batch_first` is, and the blocks are called
+    as open_clip calls them (`block(x, attn_mask=...)`), so it works for ResidualAttentionBlock (nn.MultiheadAttention)
+    and CustomResidualAttentionBlock (open_clip's own Attention) alike. Without a hook it is `transformer(x)`.
+    """
+    if hook is None:
+        return transformer(x, attn_mask=attn_mask)
+    batch_first = getattr(transformer, "batch_first", True)
+    for i, block in enumerate(transformer.resblocks):
+        x = hook(i, x)
+        if batch_first:
+            x = block(x, attn_mask=attn_mask)
+        else:
+            x = block(x.transpose(0, 1), attn_mask=attn_mask).transpose(0, 1)
+    return x
+
+
+def replace_tokens(x: torch.Tensor, tokens: torch.Tensor, start: int) -> torch.Tensor:
+    """x (N, L, width) with P positions from `start` (negative: counted from the end) replaced by `tokens`, (P, width)
+    shared by every sequence or (N, P, width)."""
+    n, length = x.shape[:2]
+    p = tokens.shape[-2]
+    start = start + length if start < 0 else start
+    if start < 0 or start + p > length:
+        raise ValueError(f"cannot replace {p} tokens at position {start} of a sequence of {length}")
+    tokens = tokens.to(x.dtype)
+    if tokens.dim() == 2:
+        tokens = tokens.unsqueeze(0).expand(n, -1, -1)
+    return torch.cat([x[:, :start], tokens, x[:, start + p:]], dim=1)
+
+
+def prompt_hook(per_block: dict[int, torch.Tensor], start: int) -> LayerHook:
+    """A hook that, before block i in `per_block`, replaces the prompt positions (from `start`) by per_block[i]:
+    deep prompts as VPT, MaPLe and PromptSRC insert them (the tokens the previous block produced there are dropped)."""
+    def hook(i: int, x: torch.Tensor) -> torch.Tensor:
+        return replace_tokens(x, per_block[i], start) if i in per_block else x
+    return hook
+
+
+def encode_image_prompted(model, images: torch.Tensor, prompts: torch.Tensor | None = None,
+                          hook: LayerHook | None = None) -> torch.Tensor:
+    """`model.encode_image` (un-normalised) with `prompts` (P, width) or (N, P, width) appended after the patch tokens
+    once the positional embedding is added (before ln_pre; they get no positional embedding), as VPT, MaPLe and
+    PromptSRC do, and `hook` before each block (deep prompts replace the last P positions: start = -P). The prompt
+    positions are dropped before pooling (the class token is what open_clip's ViT pools)."""
+    v = model.visual
+    needed = ("conv1", "class_embedding", "positional_embedding", "ln_pre", "transformer", "_pool")
+    if not all(hasattr(v, a) for a in needed):
+        raise BenchError(f"visual prompts need open_clip's VisionTransformer image tower, not {type(v).__name__}")
+    x = v.conv1(images)                                                           # (N, width, g, g)
+    x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)                    # (N, g², width)
+    cls = v.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], -1, -1)
+    x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
+    x = v.patch_dropout(x)
+    n_prompts = 0
+    if prompts is not None:
+        p = prompts if prompts.dim() == 3 else prompts.unsqueeze(0).expand(x.shape[0], -1, -1)
+        x = torch.cat([x, p.to(x.dtype)], dim=1)
+        n_prompts = p.shape[1]
+    x = v.ln_pre(x)
+    x = run_blocks(v.transformer, x, None, hook)
+    if n_prompts:
+        x = x[:, :-n_prompts]
+    pooled, _ = v._pool(x)
+    return pooled @ v.proj if v.proj is not None else pooled
 
 
 def text_blocks(model) -> list:

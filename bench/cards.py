@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -102,6 +102,10 @@ class MethodCard:
     params: dict[str, Any]
     train: dict[str, Any]
     overrides: tuple[dict[str, Any], ...]
+    uses_shots: bool | None = None           # the grid draws K shots and seeds (default: = trains; Tip-Adapter: yes)
+    code: str = ""                           # the official code the card's settings were read from
+    trainable: int | str | None = None       # trainable values on ViT-B/16 (int: asserted by the tests) or a formula
+    extends: str | None = None               # a card this one starts from (params, train and overrides merged)
     path: str = ""
 
 
@@ -152,9 +156,35 @@ def method_card(name: str) -> MethodCard:
     if name not in index:
         raise did_you_mean("method", name, index)
     raw = load_yaml(index[name])
+    if isinstance(raw, dict) and raw.get("extends"):
+        raw = _extended(raw, index[name])
     if isinstance(raw, dict):
         raw = {"params": {}, "train": {}, "overrides": (), "trains": True, **raw}
-    return _build(MethodCard, raw, index[name])
+    card = _build(MethodCard, raw, index[name])
+    return card if card.uses_shots is not None else replace(card, uses_shots=card.trains)
+
+
+def _extended(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A card with `extends: base`: the base card's params and train settings updated by its own, the base's
+    overrides followed by its own; name, title, version, paper, code and trainable are its own (paper and code
+    default to the base's)."""
+    chain, current = [path.stem], raw
+    while isinstance(current, dict) and current.get("extends"):
+        if current["extends"] in chain:
+            raise BenchError(f"card {path}: 'extends' forms a cycle: {' → '.join(chain + [current['extends']])}")
+        chain.append(current["extends"])
+        index = _index("methods")
+        current = load_yaml(index[chain[-1]]) if chain[-1] in index else None
+    base = method_card(raw["extends"])
+    out = dict(raw)
+    out["params"] = {**base.params, **(raw.get("params") or {})}
+    out["train"] = {**base.train, **(raw.get("train") or {})}
+    out["overrides"] = tuple(base.overrides) + tuple(raw.get("overrides") or ())
+    out.setdefault("trains", base.trains)
+    out.setdefault("uses_shots", base.uses_shots)
+    out.setdefault("paper", base.paper)
+    out.setdefault("code", base.code)
+    return out
 
 
 def dataset_names() -> list[str]:

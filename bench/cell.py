@@ -19,7 +19,7 @@ from pathlib import Path
 from bench import cards
 from bench.config import train_config
 from bench.errors import BenchError
-from bench.results import ResultStore, atomic_write, environment, utcnow
+from bench.results import ResultStore, atomic_write, environment, remove_temp_files, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,8 @@ def _write_manifest(cell: dict, run_dir: Path) -> dict | None:
 
 
 def _evaluations(cell, card, splits, train, val, base_new_split):
-    """(name, class names, items, dataset, template) to evaluate, and the training view."""
+    """(name, class names, items, dataset, template) to evaluate, the training view and the full validation split
+    of the training classes."""
     from bench.grid import dataset_splits
 
     cfg = cell["config"]
@@ -89,15 +90,17 @@ def _evaluations(cell, card, splits, train, val, base_new_split):
         labels_from = train or splits.train
         base = base_new_split(labels_from, val, splits.test, "base")
         new = base_new_split(labels_from, [], splits.test, "new")
-        return (base.train, base.val, base.classnames), [("base", base.classnames, base.test, card.name, card.template),
-                                                         ("new", new.classnames, new.test, card.name, card.template)]
+        val_full = base_new_split(labels_from, splits.val, [], "base").val
+        return ((base.train, base.val, base.classnames),
+                [("base", base.classnames, base.test, card.name, card.template),
+                 ("new", new.classnames, new.test, card.name, card.template)], val_full)
     evals = [("all" if cfg["protocol"] == "fewshot" else "source", splits.classnames, splits.test, card.name,
               card.template)]
     for target in cfg.get("targets") or []:
         tcard = cards.dataset_card(target)
         tsplits = dataset_splits(target, cell["data_root"])
         evals.append((target, tsplits.classnames, tsplits.test, target, tcard.template))
-    return (train, val, splits.classnames), evals
+    return (train, val, splits.classnames), evals, list(splits.val)
 
 
 def _execute(cell: dict, run_dir: Path, result: dict) -> None:
@@ -105,8 +108,9 @@ def _execute(cell: dict, run_dir: Path, result: dict) -> None:
 
     from bench.backbone import load_cell_backbone
     from bench.checkpoint import save_tensors
-    from bench.evaluator import EvalOptions, FeatureCache, evaluate
+    from bench.evaluator import EvalOptions, FeatureCache, evaluate, image_features
     from bench.methods import build_method
+    from bench.methods.base import FitData
     from bench.trainer import autocast_dtype
     from bench.trainer import train as train_method
 
@@ -114,7 +118,8 @@ def _execute(cell: dict, run_dir: Path, result: dict) -> None:
     card, splits, train, val, sha, base_new_split = _prepare_data(cell)
     if manifest := _write_manifest(cell, run_dir):
         result["artifacts"]["fewshot_manifest"] = manifest
-    (train_items, val_items, train_names), evals = _evaluations(cell, card, splits, train, val, base_new_split)
+    (train_items, val_items, train_names), evals, val_full = _evaluations(cell, card, splits, train, val,
+                                                                          base_new_split)
     device = _device()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)             # each cell reports its own peak (cells share workers)
@@ -125,13 +130,17 @@ def _execute(cell: dict, run_dir: Path, result: dict) -> None:
                           truncate_text=tcfg.fast)
     result["data"] = {"manifest_sha256": sha, "n_train": len(train_items), "n_val": len(val_items),
                       "n_classes": len(splits.classnames), "classes": {e[0]: len(e[1]) for e in evals}}
+    cache = FeatureCache(Path(result["_root"]) / "features") if method.frozen_image_tower else None
+    opts = EvalOptions(amp=autocast_dtype(tcfg, device), fast=tcfg.fast, batch_size=tcfg.test_batch_size,
+                       fast_batch_size=tcfg.eval_batch_size, num_workers=tcfg.num_workers)
+    fit = FitData(train_items, val_items, val_full, tcfg, device, cfg["seed"],
+                  features=lambda items: image_features(method, items, device, opts, cache))
+    method.before_training(fit)                                  # a no-op but for data-dependent methods (Tip-Adapter)
     stats = None
     if method.trains:
         stats = train_method(method, train_items, tcfg, cfg["shots"], cfg["seed"], device, run_dir / "ckpt")
         result["resumed"] = stats.resumed_from_epoch is not None
-    cache = FeatureCache(Path(result["_root"]) / "features") if method.frozen_image_tower else None
-    opts = EvalOptions(amp=autocast_dtype(tcfg, device), fast=tcfg.fast, batch_size=tcfg.test_batch_size,
-                       fast_batch_size=tcfg.eval_batch_size, num_workers=tcfg.num_workers)
+    method.after_training(fit)
     t0 = time.perf_counter()
     predictions = {}
     for name, classnames, items, dataset, template in evals:
@@ -190,6 +199,7 @@ def run_cell(cell: dict, root: Path, force: bool = False) -> dict:
             return {"cell_id": cell["cell_id"], "status": "running"}
         if not force and store.is_completed(cell):
             return store.read(cell)
+        remove_temp_files(run_dir)             # a killed attempt's half-written file (SIGKILL cannot clean up)
         handler = logging.FileHandler(run_dir / "log.txt")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler.setLevel(logging.INFO)

@@ -27,10 +27,12 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
 
 
 def save_state(ckpt_dir: Path, trainable: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
-               meta: dict) -> None:
-    """One file, `state.safetensors`: tensors plus a JSON header (meta, param groups, scalar state)."""
+               meta: dict, extra: dict[str, torch.Tensor] | None = None) -> None:
+    """One file, `state.safetensors`: tensors plus a JSON header (meta, param groups, scalar state). `extra`: a
+    method's training state beyond its trainable tensors (PromptSRC's running prompt aggregate)."""
     opt = optimizer.state_dict()
     tensors = {f"param.{k}": v for k, v in trainable.items()}
+    tensors.update({f"extra.{k}": v for k, v in (extra or {}).items()})
     scalars: dict[str, dict] = {}
     for idx, state in opt["state"].items():
         for key, value in state.items():
@@ -51,6 +53,7 @@ def load_state(ckpt_dir: Path, method, optimizer: torch.optim.Optimizer) -> dict
         payload = json.loads(fh.metadata()["bench"])
     tensors = load_file(str(path))
     method.load_trainable_state({k[6:]: v for k, v in tensors.items() if k.startswith("param.")})
+    method.load_extra_state({k[6:]: v for k, v in tensors.items() if k.startswith("extra.")})
     state: dict[int, dict] = {}
     for key, value in tensors.items():
         if key.startswith("opt."):

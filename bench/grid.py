@@ -146,8 +146,8 @@ def expand(grid: Grid, with_data: bool = True) -> list[dict]:
     cells = []
     for method in grid.methods:
         mcard = cards.method_card(method)
-        shots = grid.shots if mcard.trains else [0]
-        seeds = grid.seeds if mcard.trains else grid.seeds[:1]
+        shots = grid.shots if mcard.uses_shots else [0]
+        seeds = grid.seeds if mcard.uses_shots else grid.seeds[:1]
         for dataset, targets in _layout(grid):
             dcard = cards.dataset_card(dataset)
             for k in shots:
@@ -155,7 +155,7 @@ def expand(grid: Grid, with_data: bool = True) -> list[dict]:
                     params, train = resolve(method, dataset, grid.protocol, k, suite, grid.sets, only_known=True)
                     config = {
                         "method": method, "method_title": mcard.title, "method_version": mcard.version,
-                        "params": params, "train": as_dict(train) if mcard.trains else eval_settings(train),
+                        "params": params, "train": as_dict(train) if mcard.uses_shots else eval_settings(train),
                         **backbone,
                         "dataset": dataset, "dataset_title": dcard.title, "dataset_version": dcard.version,
                         "suite": grid.suite, "protocol": grid.protocol, "shots": k, "seed": seed,
@@ -163,7 +163,7 @@ def expand(grid: Grid, with_data: bool = True) -> list[dict]:
                         "target_versions": {t: cards.dataset_card(t).version for t in targets},
                     }
                     sha = None
-                    if with_data and mcard.trains:
+                    if with_data and mcard.uses_shots:
                         sha = fewshot_subset(dataset, grid.data_root, k, seed)[2]
                     cells.append({"cell_id": cell_identity_hash(config, sha), "config": config,
                                   "data_root": str(grid.data_root), "manifest_sha256": sha})

@@ -145,6 +145,8 @@ class ResultStore:
     def write_sweep(self, sweep: dict) -> Path:
         path = self.root / "sweeps" / f"{sweep['sweep_id']}.json"
         write_json_atomic(path, sweep)
+        for shared in ("sweeps", "features"):      # writes killed long ago (SIGKILL leaves its temporary file)
+            remove_temp_files(self.root / shared, min_age_s=TEMP_GRACE_S)
         return path
 
     def sweeps(self) -> list[dict]:
@@ -157,6 +159,19 @@ class ResultStore:
 
 TEMP_NAME = re.compile(r"\.tmp\d*$")       # write_json_atomic: .<name>.<pid>.tmp; checkpoints: .<name>.tmp<pid>
 TEMP_GRACE_S = 600.0                       # outside cell folders a younger temp file may be a write in progress
+
+
+def remove_temp_files(folder: Path, min_age_s: float = 0.0) -> int:
+    """Remove the temporary files of interrupted writes under `folder` that are at least `min_age_s` old; 0 for a
+    cell folder whose lock this process holds (no one else writes there). Returns how many were removed."""
+    removed = 0
+    for dirpath, _, filenames in os.walk(folder):
+        for name in filenames:
+            path = Path(dirpath) / name
+            if TEMP_NAME.search(name) and (min_age_s <= 0 or _age_s(path) >= min_age_s):
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed
 
 
 @dataclass

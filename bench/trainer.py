@@ -80,11 +80,12 @@ def budget(cfg: TrainConfig, shots: int, n_items: int) -> tuple[int, int, int]:
     return per_epoch, total_iters, math.ceil(total_iters / per_epoch)
 
 
-def make_optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+def make_optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter], **options) -> torch.optim.Optimizer:
+    """The card's optimizer over `params`; `options` are a method's extra arguments (Tip-Adapter-F's AdamW eps)."""
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **options)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, **options)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r} (sgd | adamw)")
 
 
@@ -173,7 +174,7 @@ def train(method, items: list[Item], cfg: TrainConfig, shots: int, seed: int, de
     method.to(device)
     forward = _compiled(method, cfg)
     params = list(method.trainable_parameters().values())
-    optimizer = make_optimizer(cfg, params)
+    optimizer = make_optimizer(cfg, params, **method.optimizer_options())
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     amp = autocast_dtype(cfg, device)
     stats = TrainStats(data_s=time.perf_counter() - t_data)
@@ -182,6 +183,8 @@ def train(method, items: list[Item], cfg: TrainConfig, shots: int, seed: int, de
         meta = load_state(ckpt_dir, method, optimizer)
         if meta is not None:
             start_epoch, it = meta["epoch"], meta["iter"]
+            if meta.get("grad_scaler"):                            # fp16: the loss scale it had reached
+                scaler.load_state_dict(meta["grad_scaler"])
             stats.resumed_from_epoch = start_epoch
             logger.info("resumed from epoch %d (iteration %d)", start_epoch, it)
     parts: dict[str, torch.Tensor] = {}
@@ -210,6 +213,7 @@ def train(method, items: list[Item], cfg: TrainConfig, shots: int, seed: int, de
             it += 1
         watch.flush()
         stats.epochs = epoch + 1
+        method.on_epoch_end(epoch + 1, total_epochs)                  # epoch schedules (PromptSRC's GPA)
         bad = next((n for n, p in method.trainable_parameters().items() if not torch.isfinite(p).all()), None)
         if bad is not None:
             raise DivergedError(_diverged(f"trainable tensor {bad} is not finite", epoch, it - 1, cfg, stats.last_loss))
@@ -218,7 +222,9 @@ def train(method, items: list[Item], cfg: TrainConfig, shots: int, seed: int, de
                         stats.last_loss, optimizer.param_groups[0]["lr"],
                         " ".join(f"{k} {float(v):.4f}" for k, v in parts.items()))
             if ckpt_dir is not None:
-                save_state(ckpt_dir, method.trainable_state(), optimizer, {"epoch": epoch + 1, "iter": it})
+                save_state(ckpt_dir, method.trainable_state(), optimizer,
+                           {"epoch": epoch + 1, "iter": it, "grad_scaler": scaler.state_dict()},
+                           extra=method.extra_state())
         if on_epoch is not None:
             on_epoch(epoch + 1)
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:

@@ -24,7 +24,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from tabulate import tabulate  # noqa: E402
 
-METHODS = ["zeroshot", "clipfit", "coop", "clip_adapter", "lora", "full_ft", "linear_probe"]
+METHODS = ["zeroshot", "clipfit", "coop", "clip_adapter", "lora", "full_ft", "linear_probe", "cocoop", "kgcoop",
+           "maple", "promptsrc", "tip_adapter", "tip_adapter_f", "bitfit", "clipfit_text_only", "clipfit_image_only"]
 PRECISIONS = ["bf16", "fp16", "fp32"]
 PROTOCOLS = {
     "fewshot": ["--protocol", "fewshot", "--datasets", "gpu_a"],

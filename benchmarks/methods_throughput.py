@@ -27,18 +27,23 @@ from bench.config import TrainConfig, resolve  # noqa: E402
 from bench.methods import build_method  # noqa: E402
 from bench.trainer import autocast_dtype, make_optimizer  # noqa: E402
 
-METHODS = ["zeroshot", "linear_probe", "clip_adapter", "coop", "clipfit", "lora", "full_ft"]
+METHODS = ["zeroshot", "linear_probe", "clip_adapter", "coop", "clipfit", "lora", "full_ft", "cocoop", "kgcoop",
+           "maple", "promptsrc", "tip_adapter", "tip_adapter_f", "bitfit"]
 
 
 def measure(name, bb, args, device) -> list:
     params, cfg = resolve(name, "dtd", "fewshot", 16)
     classnames = [f"class {i}" for i in range(args.classes)]
     method = build_method(name, bb, classnames, "a photo of a {}.", params, dataset="bench").to(device)
+    if hasattr(method, "cache_keys"):                   # Tip-Adapter: a 16-shot cache of random unit keys
+        keys = torch.nn.functional.normalize(torch.randn(16 * args.classes, bb.model.visual.output_dim), dim=-1)
+        method.cache_keys = torch.nn.Parameter(keys.to(device)) if method.learn_keys else keys.to(device)
+        method.cache_values = torch.eye(args.classes, device=device).repeat(16, 1)
     x = torch.randn(args.batch, 3, bb.image_size, bb.image_size, device=device)
     y = torch.randint(0, args.classes, (args.batch,), device=device)
     amp = autocast_dtype(TrainConfig(precision=args.precision), device)
     trainable = list(method.trainable_parameters().values())
-    opt = make_optimizer(cfg, trainable) if trainable else None
+    opt = make_optimizer(cfg, trainable, **method.optimizer_options()) if trainable else None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -2,8 +2,9 @@
 (fp32 master weights), one seed; prints each cell's accuracy difference from its fp32 cell.
 
 Usage:
-    python benchmarks/precision_check.py                       # ~15 minutes on 2 CPU cores (world built once)
+    python benchmarks/precision_check.py                       # ~30 minutes on 2 CPU cores (world built once)
     python benchmarks/precision_check.py --shots 4 --keep /tmp/prec
+    python benchmarks/precision_check.py --datasets mini_shapes,mini_digits      # ~1/3 of the cells
 
 Cells: few-shot K (default 4) and base-to-new K = 16 on the six mini datasets, cross-dataset from mini_shapes
 to the other five. The mini suite's budgets apply. Prints the largest |Δ| per precision and every cell over the
@@ -20,7 +21,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-METHODS = "zeroshot,clipfit,coop,clip_adapter,lora,full_ft,linear_probe"
+METHODS = ("zeroshot,clipfit,coop,clip_adapter,lora,full_ft,linear_probe,"
+           "cocoop,kgcoop,maple,promptsrc,tip_adapter,tip_adapter_f,bitfit")
 MINI = ["mini_shapes", "mini_colors", "mini_textures", "mini_digits", "mini_combos", "mini_sketches"]
 
 
@@ -37,6 +39,9 @@ def accuracies(root: Path) -> dict[tuple, float]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--methods", default=METHODS)
+    p.add_argument("--datasets", default=",".join(MINI),
+                   help="few-shot and base-to-new datasets (default: all six; xd always goes mini_shapes → the rest)")
     p.add_argument("--shots", default="4")
     p.add_argument("--seed", default="1")
     p.add_argument("--tolerance", type=float, default=2.0)
@@ -47,14 +52,14 @@ def main() -> int:
     from bench.cli import main as bench
 
     base = args.keep or Path(tempfile.mkdtemp(prefix="bench-precision-"))
-    runs = {"fewshot": ["--protocol", "fewshot", "--shots", args.shots],
-            "base2new": ["--protocol", "base2new"],
+    runs = {"fewshot": ["--protocol", "fewshot", "--shots", args.shots, "--datasets", args.datasets],
+            "base2new": ["--protocol", "base2new", "--datasets", args.datasets],
             "xd": ["--protocol", "xd", "--source", "mini_shapes", "--targets", ",".join(MINI[1:])]}
     acc, failed = {}, 0
     for precision in ("fp32", "bf16", "fp16"):
         root = base / precision
         for extra in runs.values():
-            code = bench(["run", "--suite", "mini", "--methods", METHODS, "--seeds", args.seed, "--results", str(root),
+            code = bench(["run", "--suite", "mini", "--methods", args.methods, "--seeds", args.seed, "--results", str(root),
                           "--set", f"precision={precision}", "--no-leaderboard", *extra])
             failed += code != 0
         acc[precision] = accuracies(root)

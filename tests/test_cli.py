@@ -74,3 +74,19 @@ def test_shots_must_be_integers(capsys):
     with pytest.raises(SystemExit):
         main(["plan", "--shots", "1.5"])
     assert "expected comma-separated integers" in capsys.readouterr().err
+
+
+def test_naming_only_mini_datasets_implies_the_mini_world(tmp_path, monkeypatch):
+    from argparse import Namespace
+
+    from bench.cli import _grid_args
+    from bench.errors import BenchError
+
+    monkeypatch.setattr(_grid_args, "mini_data_root", lambda build: tmp_path / "mini-data")
+    blank = dict(config=None, methods=None, suite=None, shots=None, seeds=None, protocol=None, source=None,
+                 targets=None, backbone=None, pretrained=None, activation=None, data_root=None, sets=[])
+    grid = _grid_args.build_grid(Namespace(**blank, datasets=["mini_shapes", "mini_digits"]), prepare_world=False)
+    assert (grid.suite, grid.backbone, grid.pretrained) == ("mini", "bench-mini", "mini-world")
+    assert grid.datasets == ["mini_shapes", "mini_digits"] and grid.data_root == str(tmp_path / "mini-data")
+    with pytest.raises(BenchError, match="--data-root is required"):        # a real dataset still needs its root
+        _grid_args.build_grid(Namespace(**blank, datasets=["mini_shapes", "dtd"]), prepare_world=False)

@@ -113,6 +113,39 @@ def test_decoded_split_is_built_once_by_concurrent_users_and_reused(toy, cache, 
     assert not list(cache.glob(".*tmp*"))                   # built under a temporary name, then renamed
 
 
+def test_train_images_are_decoded_once_per_process_and_again_when_replaced(toy, tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    items = read_splits(cards.dataset_card("toy"), toy).train[:6]
+    copies = []
+    for i, it in enumerate(items):                          # private copies: this test rewrites one
+        path = tmp_path / f"{i}{os.path.splitext(it.path)[1]}"
+        shutil.copy(it.path, path)
+        copies.append(type(it)(str(path), it.label, it.classname))
+    calls = []
+    original = decoded.load_image
+    monkeypatch.setattr(decoded, "load_image", lambda p: calls.append(p) or original(p))
+    memo = decoded.DecodedImages(budget_bytes=1 << 30)
+    monkeypatch.setattr(decoded, "DECODED", memo)
+    cpu = torch.device("cpu")
+    first = DeviceTrainSet(copies, 24, (0, 0, 0), (1, 1, 1), (0.5, 1.0), cpu)
+    second = DeviceTrainSet(copies[::-1], 24, (0, 0, 0), (1, 1, 1), (0.5, 1.0), cpu)   # another cell, same images
+    assert len(calls) == len(copies)
+    assert all(torch.equal(a, b) for a, b in zip(first.images, second.images[::-1]))
+    with open(copies[0].path, "ab") as fh:                  # the file changes (size and mtime): decoded again
+        fh.write(b"\0")
+    DeviceTrainSet(copies, 24, (0, 0, 0), (1, 1, 1), (0.5, 1.0), cpu)
+    assert calls[len(copies):] == [copies[0].path]
+
+    small = decoded.DecodedImages(budget_bytes=first.images[0].numel())   # room for one image: the rest leave
+    small.get(copies)
+    assert small.nbytes <= first.images[0].numel() and len(small._images) <= 1
+    off = decoded.DecodedImages(budget_bytes=0)
+    off.get(copies)
+    assert off.nbytes == 0 and not off._images
+
+
 def test_fast_and_slow_evaluation_agree(toy, tiny_backbone, cache):
     from bench.config import resolve
     from bench.methods import build_method
@@ -133,3 +166,15 @@ def test_available_cpus_follows_slurm(monkeypatch):
     assert decoded.available_cpus() == 1
     monkeypatch.delenv("SLURM_CPUS_PER_TASK")
     assert decoded.available_cpus() >= 1
+
+
+def test_train_decode_budget_and_missing_images_fail_in_one_line(toy, monkeypatch):
+    from bench.errors import BenchError
+
+    monkeypatch.setenv("BENCH_TRAIN_DECODE_MB", "lots")
+    with pytest.raises(BenchError, match="BENCH_TRAIN_DECODE_MB='lots' is not a number"):
+        decoded.DecodedImages().get([])
+    item = read_splits(cards.dataset_card("toy"), toy).train[0]
+    gone = item._replace(path=item.path + ".missing.png")
+    with pytest.raises(BenchError, match="missing.png"):
+        decoded.DecodedImages(budget_bytes=1 << 20).get([gone])

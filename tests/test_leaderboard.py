@@ -205,7 +205,8 @@ def test_shipped_reported_numbers() -> None:
     assert (avg["zeroshot"].metrics["base"], avg["zeroshot"].metrics["new"]) == (69.34, 74.22)
     assert round(harmonic_mean(69.34, 74.22), 2) == avg["zeroshot"].metrics["hm"] == 71.70
     assert round(harmonic_mean(82.69, 63.22), 2) == avg["coop"].metrics["hm"]
-    assert {m for m, e in avg.items() if e.verified} == {"zeroshot", "coop", "cocoop", "maple"}
+    assert {m for m, e in avg.items() if e.verified} == {"zeroshot", "coop", "cocoop", "maple", "kgcoop", "promptsrc"}
+    assert (avg["promptsrc"].metrics["hm"], avg["kgcoop"].metrics["hm"]) == (79.97, 77.00)
     assert avg["clipfit"].mark == "DERIVED" and avg["clipfit"].metrics["base"] is None
     assert avg["prograd"].mark == "3RD-PARTY" and "conflict" in avg["prograd"].note
     per = [e for e in entries if e.protocol == "base2new" and e.dataset != "average"]

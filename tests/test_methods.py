@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -18,7 +19,9 @@ NAMES = ["red square", "green square", "blue square", "yellow square", "purple s
 
 # a learning rate per method so that a few steps on 10 images move the loss on a random tiny model
 FAST = {"clipfit": ("sgd", 0.5), "coop": ("sgd", 0.5), "clip_adapter": ("sgd", 0.5), "lora": ("adamw", 0.02),
-        "full_ft": ("adamw", 1e-3), "linear_probe": ("adamw", 0.05)}
+        "full_ft": ("adamw", 1e-3), "linear_probe": ("adamw", 0.05), "cocoop": ("sgd", 0.5), "kgcoop": ("sgd", 0.5),
+        "maple": ("sgd", 0.5), "promptsrc": ("sgd", 0.5), "bitfit": ("sgd", 0.5), "clipfit_text_only": ("sgd", 0.5),
+        "clipfit_image_only": ("sgd", 0.5), "clipfit_all_bias": ("sgd", 0.5)}
 
 
 def make(name, backbone, classnames=NAMES, dataset="toy", **overrides):
@@ -34,13 +37,40 @@ def fast_cfg(name, **kw):
     return TrainConfig(**{**base, **kw})
 
 
+# Each count derived from the official code's module shapes (see each card): CoCoOp 4·512 + 512·32 + 32 + 32·512 +
+# 512; MaPLe 2·512 + (512·768 + 768) + 8·2·512 + 8·(512·768 + 768); PromptSRC 4·512 + 8·4·512 + 4·768 + 8·4·768.
 @pytest.mark.parametrize("name,expected", [
-    ("clipfit", 46_080), ("coop", 8_192), ("clip_adapter", 131_072), ("lora", 184_320), ("full_ft", 149_620_737)])
+    ("clipfit", 46_080), ("coop", 8_192), ("clip_adapter", 131_072), ("lora", 184_320), ("full_ft", 149_620_737),
+    ("cocoop", 35_360), ("kgcoop", 2_048), ("maple", 3_555_072), ("promptsrc", 46_080), ("bitfit", 171_008),
+    ("tip_adapter", 0)])
 def test_trainable_counts_on_vit_b16(name, expected):
     from bench.backbone import load_backbone
 
     bb = load_backbone("ViT-B-16", None)
     assert make(name, bb, ["cat", "dog"]).count_trainable() == expected
+
+
+COUNTED = [n for n in cards.method_names() if isinstance(cards.method_card(n).trainable, int)]
+
+
+@pytest.mark.parametrize("name", COUNTED)
+def test_card_trainable_counts_hold_on_vit_b16(name):
+    """`bench ls methods` prints each card's count: it must be what the method builds on ViT-B/16."""
+    from bench.backbone import load_backbone
+
+    bb = load_backbone("ViT-B-16", None)
+    assert make(name, bb, ["cat", "dog"]).count_trainable() == cards.method_card(name).trainable
+
+
+def test_tip_adapter_f_trains_n_k_by_d_keys_on_vit_b16(toy):
+    from bench.backbone import load_backbone
+    from bench.methods.base import FitData
+
+    bb = load_backbone("ViT-B-16", None)
+    splits = read_splits(cards.dataset_card("toy"), toy)
+    m = make("tip_adapter_f", bb, NAMES, augment_views=1)
+    m.before_training(FitData(splits.train[:10], [], [], fast_cfg("lora"), torch.device("cpu"), 1))
+    assert m.count_trainable() == 10 * 512
 
 
 def test_coop_short_context_count():
@@ -178,10 +208,11 @@ def test_base_to_new_evaluates_new_classes_with_the_tuned_model(toy, tiny_backbo
     assert not torch.allclose(m(x), zs(x))
 
 
-def test_resume_from_checkpoint_is_bit_identical(toy, tiny_backbone, tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_resume_from_checkpoint_is_bit_identical(toy, tiny_backbone, tmp_path, precision):
     splits = read_splits(cards.dataset_card("toy"), toy)
     items = splits.train[:15]
-    cfg = dataclasses.replace(fast_cfg("lora", epochs=4, schedule="cosine_iter"), batch_size=4)
+    cfg = dataclasses.replace(fast_cfg("lora", epochs=4, schedule="cosine_iter"), batch_size=4, precision=precision)
 
     torch.manual_seed(0)
     full = make("lora", tiny_backbone)
@@ -196,6 +227,12 @@ def test_resume_from_checkpoint_is_bit_identical(toy, tiny_backbone, tmp_path):
     assert stats.resumed_from_epoch == 2
     for n, v in full.trainable_state().items():
         assert torch.equal(v, resumed.trainable_state()[n]), n
+    if precision == "fp16":                                  # the loss scale travels with the checkpoint
+        from safetensors import safe_open
+
+        with safe_open(str(tmp_path / "state.safetensors"), framework="pt") as fh:
+            meta = json.loads(fh.metadata()["bench"])["meta"]
+        assert meta["grad_scaler"]["scale"] > 0 and "_growth_tracker" in meta["grad_scaler"]
 
 
 def test_checkpoint_holds_only_trainable_tensors(toy, tiny_backbone, tmp_path):

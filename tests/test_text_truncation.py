@@ -15,7 +15,8 @@ NAMES = ["red square", "green square with a long descriptive name", "blue square
 CASES = [("zeroshot", {}), ("zeroshot", {"ensemble": True}), ("clipfit", {}), ("lora", {"dropout": 0.0}),
          ("coop", {"class_token_position": "end", "n_ctx": 4}), ("coop", {"class_token_position": "middle", "n_ctx": 4}),
          ("coop", {"class_token_position": "front", "n_ctx": 4}), ("coop", {"ctx_init": "a photo of a"}),
-         ("full_ft", {})]
+         ("full_ft", {}), ("cocoop", {}), ("kgcoop", {}), ("maple", {}), ("promptsrc", {}), ("tip_adapter", {}),
+         ("bitfit", {}), ("clipfit_text_only", {})]
 
 
 def features(name, params, bb, truncate):

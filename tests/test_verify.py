@@ -22,6 +22,9 @@ from bench.results import verify_tree
 FAST = ["--set", "epochs=2", "--set", "iters_per_shot=2", "--set", "batch_size=8"]
 
 
+SWEEP_INPUTS: dict[str, Path] = {}
+
+
 @pytest.fixture(scope="module")
 def sweep_once(tmp_path_factory):
     """One real sweep per module (zero-shot, ClipFit, CoOp on toy, K=1, seed 1); tests get copies of its tree."""
@@ -29,6 +32,7 @@ def sweep_once(tmp_path_factory):
 
     base = tmp_path_factory.mktemp("sweep")
     data, cards_root = make_toy_world(base)
+    SWEEP_INPUTS.update(data=data, cards=cards_root)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BENCH_CARDS_PATH", str(cards_root))
         cards.clear_caches()
@@ -218,3 +222,35 @@ def test_hashes_can_be_skipped_and_roots_given_either_way(swept, capsys):
     assert main(["verify", str(root / "missing")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "two results roots" in err[0] and "does not exist" in err[1]
+
+
+
+def test_a_rerun_removes_what_killed_writes_left(swept, capsys, monkeypatch):
+    """SIGKILL during an atomic write leaves its temporary file: the cell's next attempt (holding the cell lock)
+    removes those in its folder, and recording a sweep removes shared ones past the grace period."""
+    from bench import cards, grid
+
+    root, cells = swept
+    killed = cells["clipfit"] / ".predictions.npz.4242.tmp"
+    killed.write_bytes(b"half")
+    (cells["clipfit"] / "result.json").unlink()                  # killed before its result was written
+    old, young = root / "features" / ".abc.safetensors.4242.tmp", root / "features" / ".def.safetensors.4343.tmp"
+    for p in (old, young):
+        p.parent.mkdir(exist_ok=True)
+        p.write_bytes(b"x")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    assert len(verify_tree(root).problems) >= 2
+
+    monkeypatch.setenv("BENCH_CARDS_PATH", str(SWEEP_INPUTS["cards"]))
+    cards.clear_caches()
+    grid.dataset_splits.cache_clear()
+    try:
+        assert main(["run", "--suite", "toy", "--data-root", str(SWEEP_INPUTS["data"]), "--results", str(root),
+                     "--no-leaderboard", "--methods", "zeroshot,clipfit,coop", "--datasets", "toy", "--shots", "1",
+                     "--seeds", "1", *FAST]) == 0
+    finally:
+        cards.clear_caches()
+        grid.dataset_splits.cache_clear()
+    assert (cells["clipfit"] / "result.json").exists() and not killed.exists()
+    assert not old.exists() and young.exists()                    # a young one may be a write in progress
+    assert [f.path for f in verify_tree(root).findings] == []

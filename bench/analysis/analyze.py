@@ -91,7 +91,8 @@ def load_cells(root: Path, methods=None, datasets=None, protocol=None, shots=Non
         if not art:
             if c.get("shots"):
                 skipped.append(f"{c['method']}/{c['dataset']} K={c['shots']} seed={c['seed']}: no trainable "
-                               "tensors saved (full_ft keeps them only with BENCH_KEEP_FULL=1)")
+                               "tensors saved (a training-free method such as Tip-Adapter, or full_ft without "
+                               "BENCH_KEEP_FULL=1)")
             continue
         res = {**res, "_dir": str(path.parent), "_trainable": str(path.parent / art["path"])}
         key = tuple(c.get(k) for k in ("backbone", "pretrained", "protocol", "method", "dataset", "shots", "seed"))
@@ -327,11 +328,19 @@ def analyze(results: Path, data_root: str | Path | None = None, methods=None, da
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     out = Path(out) if out else results / "analysis"
     out.mkdir(parents=True, exist_ok=True)
+    from bench.methods import METHODS
+
     done: list[CellAnalysis] = []
     for res in cells:
         c = res["config"]
+        if getattr(METHODS.get(c["method"]), "sized_by_data", False):
+            skipped.append(f"{c['method']}/{c['dataset']} K={c['shots']} seed={c['seed']}: its trainable tensors "
+                           "are built from the training images (Tip-Adapter-F's cache keys): no θ₀ to compare with")
+            continue
         logger.info("analysing %s %s K=%s seed=%s", c["method"], c["dataset"], c["shots"], c["seed"])
         done.append(analyze_cell(res, str(data_root), samples, dev))
+    if not done:
+        raise BenchError(f"no cell in {results} matching the filters can be analysed: " + skipped[-1])
     from bench.backbone_spec import display_backbone, weights_label
 
     by_method: dict[tuple, list[CellAnalysis]] = defaultdict(list)

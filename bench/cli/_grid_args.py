@@ -97,7 +97,9 @@ def build_grid(args: argparse.Namespace, prepare_world: bool) -> Grid:
         return value if value is not None else conf.get(key or name)
 
     as_list = lambda v: name_list(v) if isinstance(v, str) else v  # noqa: E731
-    real = any(pick(k) for k in ("backbone", "datasets", "data_root", "suite"))
+    named = as_list(pick("datasets")) or []
+    mini_only = bool(named) and set(named) <= set(cards.suite("mini")["datasets"])     # mini datasets imply the world
+    real = any(pick(k) for k in ("backbone", "data_root", "suite")) or (bool(named) and not mini_only)
     suite_name = pick("suite") or (None if real else "mini")
     suite = cards.suite(suite_name) if suite_name else {}
     protocol = pick("protocol") or "fewshot"

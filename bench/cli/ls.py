@@ -20,8 +20,11 @@ def execute(args) -> int:
     from bench import cards
 
     if args.what == "methods":
-        rows = [(c.name, c.title, "yes" if c.trains else "no", c.paper) for c in map(cards.method_card, cards.method_names())]
-        print(tabulate(rows, headers=["method", "title", "trains", "paper"]))
+        rows = [(c.name, c.title, _count(c.trainable), c.paper, c.code + (f" (extends {c.extends})" if c.extends else ""))
+                for c in map(cards.method_card, cards.method_names())]
+        print(tabulate(rows, headers=["method", "title", "trainable (ViT-B/16)", "paper", "code"],
+                       colalign=("left", "left", "right", "left", "left"), maxcolwidths=[None, 24, None, 48, 40],
+                       disable_numparse=True))
     elif args.what == "datasets":
         rows = [(d.name, d.title, d.kind, d.folder, d.template, cards.suite_of(d.name) or "")
                 for d in map(cards.dataset_card, cards.dataset_names())]
@@ -40,3 +43,10 @@ def execute(args) -> int:
         print("activation: QuickGELU where the weights were trained with it (tag config, OpenAI release files); "
               "--activation quick_gelu|gelu overrides")
     return 0
+
+
+def _count(trainable) -> str:
+    """A card's trainable count as printed: 46,080; a formula as written; — when the card gives none."""
+    if isinstance(trainable, bool) or trainable is None:
+        return "—"
+    return f"{trainable:,}" if isinstance(trainable, int) else str(trainable)

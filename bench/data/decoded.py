@@ -6,7 +6,8 @@ Usage:
     >>> x, y = train.batch([3, 0, 7])                    # (3, 3, 224, 224) normalised floats on `device`
     >>> pixels = decoded_split(items, size=224)         # (N, 3, 224, 224) uint8, np.memmap, built once per node
 
-Train: each image is decoded once (PIL, RGB) at full resolution. Per batch, RandomResizedCrop parameters and the
+Train: each image is decoded once per process (PIL, RGB) at full resolution and kept for the next cells of the
+sweep (`DecodedImages`, a byte-bounded LRU). Per batch, RandomResizedCrop parameters and the
 flip are drawn exactly as torchvision draws them (same sampler, same global RNG, same order as the slow path's
 per-item transforms), and torchvision's tensor resize (bicubic, antialias) runs on the device: the pixels are
 torchvision's tensor path bit for bit, within interpolation tolerance of the PIL path.
@@ -22,6 +23,8 @@ import hashlib
 import logging
 import math
 import os
+import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -31,6 +34,7 @@ from torchvision.transforms import functional as TF
 
 from bench.data.images import BICUBIC, load_image, test_transform_pil
 from bench.data.splits import Item
+from bench.errors import BenchError
 
 logger = logging.getLogger(__name__)
 
@@ -87,13 +91,68 @@ def _decode(item: Item) -> torch.Tensor:
     return torch.from_numpy(np.array(load_image(item.path))).permute(2, 0, 1).contiguous()    # (3, H, W) uint8
 
 
+class DecodedImages:
+    """Full-resolution train images decoded once per process: the cells of a sweep (methods × seeds × shots on one
+    dataset) share their few-shot images, so each is decoded once, not once per cell. Keyed on path, size and
+    mtime (a replaced file is decoded again); least recently used images leave past the byte budget
+    (BENCH_TRAIN_DECODE_MB, default 2048; 0 turns it off). Tensors are shared read-only (crops copy)."""
+
+    def __init__(self, budget_bytes: int | None = None):
+        self._budget = budget_bytes
+        self._images: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self.nbytes = 0
+        self._lock = threading.Lock()
+
+    @property
+    def budget(self) -> int:
+        if self._budget is None:                 # read at first use, so a bad value is an error of the run
+            raw = os.environ.get("BENCH_TRAIN_DECODE_MB", "2048")
+            try:
+                self._budget = int(float(raw) * 2**20)
+            except ValueError:
+                raise BenchError(f"BENCH_TRAIN_DECODE_MB={raw!r} is not a number of MB (0 turns the cache off)") \
+                    from None
+        return self._budget
+
+    @staticmethod
+    def _key(item: Item) -> tuple:
+        try:
+            st = os.stat(item.path)
+        except OSError:                          # decoding it raises the reader's one-line error
+            return item.path, None, None
+        return item.path, st.st_size, st.st_mtime_ns
+
+    def get(self, items: list[Item], workers: int | None = None) -> list[torch.Tensor]:
+        if self.budget <= 0:
+            return parallel_map(_decode, items, workers)
+        keys = [self._key(it) for it in items]
+        with self._lock:
+            found = {k: self._images[k] for k in keys if k in self._images}
+            for k in found:
+                self._images.move_to_end(k)
+        missing = list(dict.fromkeys(k for k in keys if k not in found))
+        by_key = {k: it for k, it in zip(keys, items)}
+        decoded = dict(zip(missing, parallel_map(_decode, [by_key[k] for k in missing], workers)))
+        with self._lock:
+            for k, img in decoded.items():
+                self._images[k] = img
+                self.nbytes += img.numel()
+            while self.nbytes > self.budget and self._images:
+                _, old = self._images.popitem(last=False)
+                self.nbytes -= old.numel()
+        return [found.get(k, decoded.get(k)) for k in keys]
+
+
+DECODED = DecodedImages()
+
+
 class DeviceTrainSet:
     """A few-shot train set decoded once; batches are cropped, resized, flipped and normalised on the device."""
 
     def __init__(self, items: list[Item], size: int, mean, std, scale, device: torch.device,
                  budget_bytes: int | None = None, workers: int | None = None):
         self.size, self.scale, self.device = size, tuple(scale), device
-        images = parallel_map(_decode, list(items), workers)
+        images = DECODED.get(list(items), workers)
         total = sum(img.numel() for img in images)
         budget = budget_bytes if budget_bytes is not None else _device_budget(device)
         where = device if total <= budget else torch.device("cpu")

@@ -2,8 +2,8 @@
 
 Usage:
     >>> from bench.methods import METHODS, build_method
-    >>> METHODS.names()
-    ['clip_adapter', 'clipfit', 'coop', 'full_ft', 'linear_probe', 'lora', 'zeroshot']
+    >>> METHODS.names()[:4]
+    ['bitfit', 'clip_adapter', 'clipfit', 'clipfit_all_bias']
 
 Third-party packages add methods through the `bench.methods` entry-point group
 (`name = "package.module:Class"`, a subclass of `bench.methods.base.Method`) plus a card in BENCH_CARDS_PATH.
@@ -22,6 +22,16 @@ for _name, _target in {
     "lora": "bench.methods.lora:LoRA",
     "full_ft": "bench.methods.full_ft:FullFineTune",
     "linear_probe": "bench.methods.linear_probe:LinearProbe",
+    "cocoop": "bench.methods.cocoop:CoCoOp",
+    "kgcoop": "bench.methods.kgcoop:KgCoOp",
+    "maple": "bench.methods.maple:MaPLe",
+    "promptsrc": "bench.methods.promptsrc:PromptSRC",
+    "tip_adapter": "bench.methods.tip_adapter:TipAdapter",
+    "tip_adapter_f": "bench.methods.tip_adapter:TipAdapterF",
+    "bitfit": "bench.methods.selective:SelectiveTuning",
+    "selective": "bench.methods.selective:SelectiveTuning",
+    **{f"clipfit_{preset}": "bench.methods.selective:SelectiveTuning" for preset in (
+        "text_only", "image_only", "text_bias", "image_bias", "all_bias", "text_bias_only", "image_bias_only")},
 }.items():
     METHODS.register_lazy(_name, _target)
 

@@ -39,6 +39,20 @@ class NoParams:
     pass
 
 
+@dataclasses.dataclass
+class FitData:
+    """What a method may use beyond the training loop (`before_training` / `after_training`): the cell's few-shot
+    draw and the means to encode it. Tip-Adapter builds its cache from `train` and searches on `val_full`."""
+
+    train: list                      # the few-shot training items (what the trainer sees)
+    val: list                        # the few-shot validation draw (Dassl: min(K, 4) per class)
+    val_full: list                   # every validation item of the training classes
+    cfg: Any                         # the cell's TrainConfig (batch size, rrc_scale, fast path, precision)
+    device: torch.device
+    seed: int
+    features: Any = None             # items → (N, D) fp32 frozen-tower image features (the evaluator's, cached)
+
+
 def parse_params(cls, params: dict[str, Any], method: str):
     valid = {f.name: f.default for f in dataclasses.fields(cls)}
     unknown = sorted(set(params) - set(valid))
@@ -57,6 +71,7 @@ class Method(nn.Module):
     frozen_image_tower: ClassVar[bool] = False   # test image features can be cached and shared
     frozen_text_tower: ClassVar[bool] = False    # class text features are computed once per class list
     supports_new_classes: ClassVar[bool] = True
+    sized_by_data: ClassVar[bool] = False       # trainable tensors are created in `before_training` (Tip-Adapter-F)
 
     def __init__(self, backbone: Backbone, classnames: list[str], template: str, params: dict, dataset: str = "",
                  truncate_text: bool = True):
@@ -75,7 +90,7 @@ class Method(nn.Module):
         self.setup()
         self.set_classnames(classnames, self.method_template(template))
         n = self.count_trainable()
-        if self.trains and n == 0:
+        if self.trains and n == 0 and not self.sized_by_data:
             raise RuntimeError(f"method '{self.name}' selected no trainable parameters on {backbone.name}")
         total = sum(p.numel() for p in self.parameters())
         logger.info("%s: trainable %s / %s (%.4f%%)", self.name, f"{n:,}", f"{total:,}", 100 * n / max(total, 1))
@@ -107,6 +122,27 @@ class Method(nn.Module):
         """(total loss, named detached parts for the log). Parts stay tensors: reading them would sync a GPU."""
         ce = F.cross_entropy(logits, labels)
         return ce, {"ce": ce.detach()}
+
+    # -- hooks around the training loop (no-ops unless a method needs them) --
+    def before_training(self, data: FitData) -> None:
+        """Called by the cell before training (and for methods that do not train): data-dependent set-up."""
+
+    def after_training(self, data: FitData) -> None:
+        """Called by the cell after training, before evaluation (e.g. a hyperparameter search on validation)."""
+
+    def on_epoch_end(self, epoch: int, total_epochs: int) -> None:
+        """Called by the trainer after each epoch (1-based), before the checkpoint is written (epoch schedules)."""
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        """Training state beyond the trainable tensors that a resumed run needs (checkpointed with them)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what `extra_state` returned."""
+
+    def optimizer_options(self) -> dict[str, Any]:
+        """Extra keyword arguments for the optimizer the card names (Tip-Adapter-F: AdamW eps)."""
+        return {}
 
     # -- shared machinery --
     @property

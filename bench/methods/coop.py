@@ -16,9 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bench.backbone import encode_text_embeddings, token_embeddings
 from bench.errors import BenchError
-from bench.methods.base import Method
+from bench.methods.prompting import PromptLearning
 
 
 @dataclass(frozen=True)
@@ -34,7 +33,7 @@ class Params:
 LIMITS = {"n_ctx": "[1, inf)", "class_token_position": ["end", "middle", "front"], "init_std": "(0, inf)"}
 
 
-class CoOp(Method):
+class CoOp(PromptLearning):
     """Context optimisation: learnable prompt vectors shared by all classes (or per class)."""
 
     name = "coop"
@@ -45,51 +44,26 @@ class CoOp(Method):
         p = self.p
         if p.class_token_position not in ("end", "middle", "front"):
             raise BenchError(f"coop: class_token_position must be end, middle or front, got {p.class_token_position!r}")
-        width = self.clip.token_embedding.weight.shape[1]
-        if p.ctx_init:
-            words = p.ctx_init.replace("_", " ")
-            tokens = self.backbone.tokenize([words])
-            self.n_ctx = int((tokens[0] > 0).sum()) - 2                     # minus SOS/EOS
-            with torch.no_grad():
-                ctx = token_embeddings(self.clip, self.tokens_on_device(tokens))[0, 1:1 + self.n_ctx].clone()  # (M, w)
-            self.prefix_text = words
-        else:
-            self.n_ctx = p.n_ctx
-            shape = (self._n_classes_hint, self.n_ctx, width) if p.csc else (self.n_ctx, width)
-            ctx = torch.empty(shape).normal_(0, p.init_std)
-            self.prefix_text = " ".join(["X"] * self.n_ctx)
-        self.ctx = nn.Parameter(ctx)                                           # (M, width) or (C, M, width)
+        leading = (self._n_classes_hint,) if p.csc and not p.ctx_init else ()
+        self.ctx = nn.Parameter(self.init_context(None if p.ctx_init else p.n_ctx, p.ctx_init, p.init_std, leading))
 
     def __init__(self, backbone, classnames, template, params, dataset="", **options):
         self._n_classes_hint = len(classnames)
         super().__init__(backbone, classnames, template, params, dataset, **options)
 
     def set_classnames(self, classnames: list[str], template: str | None = None) -> None:
-        if self.p.csc and len(classnames) != self.ctx.shape[0]:
+        if self.p.csc and self.ctx.dim() == 3 and len(classnames) != self.ctx.shape[0]:
             raise BenchError("coop with class-specific context cannot be rebuilt for a different class list")
-        names = [c.replace("_", " ") for c in classnames]
-        self.classnames = list(classnames)
-        self.class_tokens = self.tokenize([f"{self.prefix_text} {n}." for n in names])           # (C, L)
-        name_tokens = self.backbone.tokenize(names)
-        self.name_lens = [int((t > 0).sum()) - 2 for t in name_tokens]
-        for n, k, row in zip(names, self.name_lens, self.class_tokens):
-            if int((row > 0).sum()) < self.n_ctx + k + 3:                  # SOS + context + name + "." + EOS
-                raise BenchError(f"coop: the prompt for class {n!r} ({self.n_ctx} context tokens) does not fit the "
-                                 f"text tower's context of {self.clip.positional_embedding.shape[0]} tokens")
-        with torch.no_grad():
-            emb = token_embeddings(self.clip, self.tokens_on_device(self.class_tokens))            # (C, L, width)
-        self.register_buffer("token_prefix", emb[:, :1].clone(), persistent=False)                # SOS
-        self.register_buffer("token_suffix", emb[:, 1 + self.n_ctx:].clone(), persistent=False)   # name . EOS pad
-        self._text_cache = None
+        super().set_classnames(classnames, template)
 
     def prompts(self) -> torch.Tensor:
         """(C, L, width) prompt embeddings with the context placed per class_token_position."""
+        pos = self.p.class_token_position
+        if pos == "end":
+            return self.assemble(self.ctx)
         n_cls = self.token_prefix.shape[0]
         ctx = self.ctx if self.ctx.dim() == 3 else self.ctx.unsqueeze(0).expand(n_cls, -1, -1)   # (C, M, width)
         prefix, suffix = self.token_prefix, self.token_suffix
-        pos = self.p.class_token_position
-        if pos == "end":
-            return torch.cat([prefix, ctx, suffix], dim=1)
         half = self.n_ctx // 2
         rows = []
         for i, n in enumerate(self.name_lens):
@@ -101,4 +75,4 @@ class CoOp(Method):
         return torch.cat(rows, dim=0)
 
     def compute_text_features(self) -> torch.Tensor:
-        return encode_text_embeddings(self.clip, self.prompts(), self.tokens_on_device(self.class_tokens))
+        return self.encode_prompts(self.prompts())
