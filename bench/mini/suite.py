@@ -127,7 +127,7 @@ def _sketches(rng, cls, _i):
 
 COMBO_CLASSES = tuple(f"{c}_{s}" for c in ("red", "blue", "green", "yellow") for s in ("circle", "square", "triangle"))
 SPECS: tuple[Spec, ...] = (
-    Spec("mini_shapes", "MiniShapes", "a {} thing.", R.SHAPES, _shapes),
+    Spec("mini_shapes", "MiniShapes", "a {} on a photo.", R.SHAPES, _shapes),
     Spec("mini_colors", "MiniColors", "a {} thing.", tuple(R.COLORS), _colors),
     Spec("mini_textures", "MiniTextures", "{} texture.", R.PATTERNS, _textures),
     Spec("mini_digits", "MiniDigits", "a photo of the number {}.", R.DIGITS, _digits),
