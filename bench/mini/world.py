@@ -2,7 +2,7 @@
 
 Usage:
     >>> from bench.mini.world import ensure_world
-    >>> w = ensure_world(progress=print)          # about 3.5 minutes the first time, then instant
+    >>> w = ensure_world(progress=print)          # about 3 minutes the first time, then instant
     >>> w.checkpoint, w.data_root, w.datasets
     (PosixPath('~/.cache/bench/world-v4-seed0/mini-clip.pt'), PosixPath('.../data'), ('mini_shapes', ...))
     >>> import open_clip; from bench.mini.pretrain import register; register()
@@ -257,7 +257,7 @@ def ensure_world(cache_dir: Path | None = None, seed: int = 0, progress: Callabl
             os.replace(final, trash)
             shutil.rmtree(trash, ignore_errors=True)
         else:
-            took = "about 3.5 minutes on 2 CPU cores" if config == BuildConfig() else "seconds"
+            took = "about 3 minutes on 2 CPU cores" if config == BuildConfig() else "seconds"
             say(f"building the mini world in {final} (once; {took})")
         tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
