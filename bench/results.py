@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench import __version__, locks
+from bench import __version__, lockfile, locks
 from bench.errors import BenchError
 
 logger = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ class ResultStore:
     def running_cells(self) -> set[str]:
         """Cell ids whose lock (of either kind) is held by a live process."""
         runs = self.root / "runs"
-        folders = {p.parent for name in (locks.FLOCK_NAME, locks.FILE_NAME) for p in runs.glob(f"*/*/*/*/{name}")}
+        folders = {p.parent for name in (locks.FLOCK_NAME, lockfile.FILE_NAME) for p in runs.glob(f"*/*/*/*/{name}")}
         return {f.name for f in folders if locks.is_held(f)}
 
     def iter_results(self) -> Iterator[tuple[Path, dict]]:
@@ -315,12 +315,12 @@ def _check_artifact(folder: Path, name: str, art: Any, hashes: bool) -> list[Fin
 
 def _check_cell_state(folder: Path, has_ckpt: bool, running) -> list[Finding]:
     """Checkpoints and lock files of one cell folder (nothing while its lock is live)."""
-    lock = locks.read_lock_file(folder / locks.FILE_NAME)
+    lock = lockfile.read_lock_file(folder / lockfile.FILE_NAME)
     if not has_ckpt and lock is None or running(folder):
         return []
     found = []
-    if lock is not None and (reason := locks.stale_reason(lock)):
-        found.append(Finding(folder / locks.FILE_NAME, f"stale lock file ({reason}); the next run takes it over",
+    if lock is not None and (reason := lockfile.stale_reason(lock)):
+        found.append(Finding(folder / lockfile.FILE_NAME, f"stale lock file ({reason}); the next run takes it over",
                              problem=False))
     if has_ckpt:
         res, _ = _parse(folder / "result.json") if (folder / "result.json").exists() else (None, None)

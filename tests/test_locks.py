@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import locks
+from bench import lockfile, locks
 from bench.errors import BenchError
-from bench.locks import FILE_NAME, FileLock, cell_lock, is_held
+from bench.lockfile import FILE_NAME, FileLock
+from bench.locks import cell_lock, is_held
 from bench.results import ResultStore, verify_tree
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,7 +52,7 @@ for i in range(n):
 TAKE = """
 import sys, time
 from pathlib import Path
-from bench.locks import FileLock
+from bench.lockfile import FileLock
 folders = [Path(p) for p in sys.argv[2:]]
 while not Path(sys.argv[1]).exists():
     time.sleep(0.001)
@@ -150,14 +151,14 @@ def test_lock_file_records_owner_and_heartbeat(tmp_path):
 def test_heartbeat_keeps_a_lock_fresh_and_a_silent_one_goes_stale(tmp_path, monkeypatch):
     lock = FileLock(tmp_path, stale_s=0.4, heartbeat_every=0.1)
     assert lock.acquire()
-    monkeypatch.setattr(locks.socket, "gethostname", lambda: "another-node")   # judge it as a remote lock
+    monkeypatch.setattr(lockfile.socket, "gethostname", lambda: "another-node")   # judge it as a remote lock
     for _ in range(8):
         time.sleep(0.1)
-        assert locks.stale_reason(locks.read_lock_file(tmp_path / FILE_NAME), 0.4) is None
+        assert lockfile.stale_reason(lockfile.read_lock_file(tmp_path / FILE_NAME), 0.4) is None
     lock._stop.set()                                                  # the owner hangs: no more heartbeats
     lock._thread.join()
     time.sleep(0.6)
-    assert "heartbeat" in locks.stale_reason(locks.read_lock_file(tmp_path / FILE_NAME), 0.4)
+    assert "heartbeat" in lockfile.stale_reason(lockfile.read_lock_file(tmp_path / FILE_NAME), 0.4)
     monkeypatch.undo()
     lock.release()
 
@@ -176,7 +177,7 @@ def test_a_stale_heartbeat_is_taken_over_and_a_fresh_one_is_not(tmp_path):
 
 
 def test_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path):
-    here = {"host": socket.gethostname(), "pidns": locks._pid_namespace()}
+    here = {"host": socket.gethostname(), "pidns": lockfile._pid_namespace()}
     _write_lock(tmp_path, **here, pid=_dead_pid())                    # fresh heartbeat, but its process is gone
     lock = FileLock(tmp_path)
     assert lock.acquire()

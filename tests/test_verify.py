@@ -16,7 +16,8 @@ from test_cli import NO_TORCH
 from toydata import make_toy_world
 
 from bench.cli import main
-from bench.locks import FILE_NAME, cell_lock
+from bench.lockfile import FILE_NAME
+from bench.locks import cell_lock
 from bench.results import verify_tree
 
 FAST = ["--set", "epochs=2", "--set", "iters_per_shot=2", "--set", "batch_size=8"]
