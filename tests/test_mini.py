@@ -212,6 +212,19 @@ def test_tiny_world_is_bit_identical_and_the_reference(tmp_path, tiny_cache, mon
     assert [k for k, _, _ in c.rows][:4] == ["inputs/digits", "inputs/photos", "corpus", "weights"]
 
 
+def test_failed_pretraining_is_one_line_and_leaves_no_world(tmp_path):
+    """The pretraining subprocess failing is a one-line BenchError with its last stderr line; nothing looks built."""
+    from dataclasses import replace
+
+    from bench.errors import BenchError
+
+    bad = replace(TINY, corpus_size=-1)
+    with pytest.raises(BenchError, match=r"^mini-world pretraining failed \(exit 1\): ValueError") as err:
+        ensure_world(tmp_path, seed=0, config=bad, progress=lambda _m: None)
+    assert "\n" not in str(err.value) and find_world(tmp_path, 0, bad) is None
+    assert not list(tmp_path.glob(".*tmp*"))                        # the half-built folder is gone
+
+
 def test_tiny_world_loads_through_open_clip(tiny_cache):
     import open_clip
     import torch

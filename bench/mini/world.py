@@ -188,6 +188,7 @@ def _write_json_atomic(path: Path, obj: dict) -> None:
 def run_pretraining(root: Path, seed: int, config: BuildConfig, progress: Callable[[str], None]) -> dict:
     """Corpus + pretraining in a subprocess under PINNED_ENV; writes root/CHECKPOINT and returns pretrain.json."""
     import bench
+    from bench.errors import BenchError
     from bench.mini.pretrain import PINNED_ENV
 
     here = str(Path(bench.__file__).resolve().parent.parent)        # the child imports this very bench
@@ -205,7 +206,7 @@ def run_pretraining(root: Path, seed: int, config: BuildConfig, progress: Callab
         err.seek(0)
         tail = [ln for ln in err.read().splitlines() if ln.strip()][-1:] or ["no message"]
     if proc.returncode != 0:
-        raise RuntimeError(f"mini-world pretraining failed (exit {proc.returncode}): {tail[0]}")
+        raise BenchError(f"mini-world pretraining failed (exit {proc.returncode}): {tail[0]}")
     return json.loads((root / PRETRAIN_INFO).read_text(encoding="utf-8"))
 
 
