@@ -29,6 +29,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 BUILD_MESSAGES: list[str] = []
+# A parent process with other numerics than the pinned ones (1 thread, AVX-512 kernels, MKL's default branch)
+HOSTILE_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "avx512", "MKL_CBWR": "AUTO",
+               "MKL_DYNAMIC": "TRUE"}
 
 
 @pytest.fixture(scope="module")
@@ -195,8 +198,7 @@ def test_tiny_world_is_bit_identical_and_the_reference(tmp_path, tiny_cache, mon
 
     from bench.mini.reference import check
 
-    for var, value in {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "avx512",
-                       "MKL_CBWR": "AUTO", "MKL_DYNAMIC": "TRUE"}.items():
+    for var, value in HOSTILE_ENV.items():
         monkeypatch.setenv(var, value)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -269,24 +271,14 @@ def test_world_check_cli_match_and_mismatch(tmp_path, tiny_cache, monkeypatch, c
     assert err.startswith("error: bench has no reference hashes for") and len(err.strip().splitlines()) == 1
 
 
-HOSTILE_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "avx512", "MKL_CBWR": "AUTO",
-               "MKL_DYNAMIC": "TRUE"}
-
-
 @pytest.fixture(scope="module")
 def full_cache(tmp_path_factory) -> Path:
     """The real world (about 3 minutes), built from a parent process with other thread/ISA settings."""
     cache = tmp_path_factory.mktemp("full-cache")
-    saved = {k: os.environ.get(k) for k in HOSTILE_ENV}
-    os.environ.update(HOSTILE_ENV)
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        for var, value in HOSTILE_ENV.items():
+            mp.setenv(var, value)
         ensure_world(cache, seed=0)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     return cache
 
 

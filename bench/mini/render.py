@@ -189,7 +189,8 @@ def pattern_mask(pattern: str, rng: np.random.Generator, freq: float | None = No
     v = (-_X * sa + _Y * ca) / 2
     frac = lambda t: t - np.floor(t)  # noqa: E731
     if pattern == "striped":            # sin(2 pi t) > 0, exactly
-        m = (frac(f * u + ph) > 0) & (frac(f * u + ph) < 0.5)
+        t = frac(f * u + ph)
+        m = (t > 0) & (t < 0.5)
     elif pattern == "dotted":
         du, dv = frac(f * u + ph) - 0.5, frac(f * v + ph2) - 0.5
         m = du * du + dv * dv < 0.27 ** 2

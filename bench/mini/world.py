@@ -100,22 +100,23 @@ def _images(data_root: Path) -> list[Path]:
     return sorted(p for p in data_root.rglob("*.png"))
 
 
-def images_sha256(data_root: Path) -> str:
-    """One hash over every image: relative path and content, in sorted order."""
+def _files_sha256(root: Path, paths: list[Path]) -> str:
+    """One hash over `paths` (sorted): each one's path relative to `root` and its content."""
     h = hashlib.sha256()
-    for p in _images(data_root):
-        h.update(p.relative_to(data_root).as_posix().encode() + b"\0")
+    for p in paths:
+        h.update(p.relative_to(root).as_posix().encode() + b"\0")
         h.update(hashlib.sha256(p.read_bytes()).digest())
     return h.hexdigest()
+
+
+def images_sha256(data_root: Path) -> str:
+    """One hash over every image under `data_root`."""
+    return _files_sha256(data_root, _images(data_root))
 
 
 def tree_sha256(folder: Path) -> str:
-    """One hash over every file under `folder`: relative path and content, in sorted order."""
-    h = hashlib.sha256()
-    for p in sorted(q for q in folder.rglob("*") if q.is_file()):
-        h.update(p.relative_to(folder).as_posix().encode() + b"\0")
-        h.update(hashlib.sha256(p.read_bytes()).digest())
-    return h.hexdigest()
+    """One hash over every file under `folder`."""
+    return _files_sha256(folder, sorted(q for q in folder.rglob("*") if q.is_file()))
 
 
 def library_versions() -> dict[str, str]:
