@@ -53,7 +53,8 @@ class TrainConfig:
     rrc_scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop scale of the train transform
     ckpt_every: int = 1                    # epochs between training-state checkpoints (at most; see ckpt_interval_s)
     ckpt_interval_s: float = 120.0         # seconds at least between checkpoints (0: every ckpt_every epochs)
-    cuda_graphs: bool = False              # replay the training step from a CUDA graph (see bench/train_step.py)
+    cuda_graphs: bool = True               # CUDA: replay the training step from a CUDA graph, eager where it cannot
+                                           # be captured (bench/train_step.py); no effect on the CPU
     budget_scale: float = 1.0              # multiplies the epoch / iteration budget (the mini suite shrinks it)
 
     def total_epochs(self) -> int:

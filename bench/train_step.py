@@ -53,7 +53,7 @@ class EagerStep:
         self.optimizer.zero_grad(set_to_none=not zero_in_place)
         self.scaler.scale(loss).backward()
         self.update()
-        return loss, parts
+        return loss.detach(), parts           # detached: no autograd graph outlives the step (graph capture)
 
 
 class GraphedStep(EagerStep):

@@ -152,7 +152,41 @@ def step_table(args, device, peak) -> list[list]:
                     row.append(f"error: {type(err).__name__}")
             print(row, flush=True)
             rows.append(row)
+            import gc
+
+            import torch
+
+            gc.collect()                               # each row's graph pool goes before the next row allocates
+            torch.cuda.empty_cache() if torch.cuda.is_available() else None
     return rows
+
+
+def profile_part(args, device) -> None:
+    """Where a step's GPU time goes: the top kernels of 5 eager steps per method (torch.profiler)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from bench.backbone import load_backbone
+    from bench.precision import frozen_weights_in
+
+    bb = load_backbone(args.backbone, None)
+    for name in args.methods:
+        method, step = build(name, bb, args.classes[0], False, device)
+        x = torch.randn(args.batch, 3, bb.image_size, bb.image_size, device=device)
+        y = torch.randint(0, args.classes[0], (args.batch,), device=device)
+        method.train()
+        with frozen_weights_in(method, step.amp):
+            for _ in range(3):
+                step(x, y)
+            sync(device)
+            activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+            with profile(activities=activities) as prof:
+                for _ in range(5):
+                    step(x, y)
+                sync(device)
+        key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        print(f"\n{name} · {args.classes[0]} classes · 5 eager steps")
+        print(prof.key_averages().table(sort_by=key, row_limit=12, max_name_column_width=60), flush=True)
 
 
 def bench_run(argv: list[str], env: dict) -> float:
@@ -227,6 +261,8 @@ def main() -> None:
         print(tabulate(rows, headers=["method", "classes", "ms eager", "img/s eager", "TFLOP/step", "MFU % eager",
                                       "ms graphs", "img/s graphs", "MFU % graphs", "max |Δ| graphs vs eager"],
                        tablefmt="github"), flush=True)
+    if "profile" in parts:
+        profile_part(args, device)
     if "cells" in parts or "sweep" in parts:
         from bench.data.synthetic import make_dataset
 

@@ -56,13 +56,14 @@ class PromptLearning(Method):
         if template is not None:
             self.template = template                      # the hand-crafted template (KgCoOp's target features)
         names = [c.replace("_", " ") for c in classnames]
-        self.set_class_tokens(self.tokenize([f"{self.prefix_text} {n}." for n in names]))            # (C, L)
+        tokens = self.tokenize([f"{self.prefix_text} {n}." for n in names])                           # (C, L)
         self.name_lens = [int((t > 0).sum()) - 2 for t in self.backbone.tokenize(names)]
         n_prefix = int((self.backbone.tokenize([self.prefix_text])[0] > 0).sum()) - 2
-        for n, k, row in zip(names, self.name_lens, self.class_tokens):
+        for n, k, row in zip(names, self.name_lens, tokens):                  # checked on the host (no syncs)
             if int((row > 0).sum()) < n_prefix + k + 3:                   # SOS + prefix + name + "." + EOS
                 raise BenchError(f"{self.name}: the prompt for class {n!r} ({self.n_ctx} context tokens) does not "
                                  f"fit the text tower's context of {self.clip.positional_embedding.shape[0]} tokens")
+        self.set_class_tokens(tokens)
         with torch.no_grad():
             emb = token_embeddings(self.clip, self.tokens_on_device(self.class_tokens))            # (C, L, width)
         self.register_buffer("token_prefix", emb[:, :1].clone(), persistent=False)                # SOS

@@ -100,7 +100,8 @@ class TipAdapter(Method):
 
     def set_classnames(self, classnames: list[str], template: str | None = None) -> None:
         super().set_classnames(classnames, template)
-        self.columns = [self.trained_classnames.index(c) for c in classnames]   # cache columns of these classes
+        columns = [self.trained_classnames.index(c) for c in classnames]        # cache columns of these classes
+        self.register_buffer("columns", torch.tensor(columns, device=self.device), persistent=False)
 
     def compute_text_features(self) -> torch.Tensor:
         """W: the dataset template's class features, or the mean of the normalised 7-template features."""
@@ -113,7 +114,7 @@ class TipAdapter(Method):
     def cache_logits(self, img: torch.Tensor, beta, alpha) -> torch.Tensor:
         """α · exp(−β (1 − f̂ Kᵀ)) V over the current classes, for normalised features (B, D)."""
         affinity = img @ self.cache_keys.t().to(img.dtype)                       # (B, N·K)
-        values = self.cache_values[:, self.columns]                              # (N·K, C)
+        values = self.cache_values.index_select(1, self.columns)                 # (N·K, C)
         return alpha * ((-1) * (beta - beta * affinity)).exp() @ values.to(affinity.dtype)
 
     def head(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
