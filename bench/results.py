@@ -34,7 +34,8 @@ from bench.errors import BenchError
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2                 # 2: ids by bench.identity (precision resolved, execution settings left out)
+READABLE_VERSIONS = (1, 2)
 
 
 def utcnow() -> str:
@@ -259,13 +260,14 @@ def _parse(path: Path) -> tuple[Any, str | None]:
 
 
 def _check_result(root: Path, path: Path, hashes: bool) -> list[Finding]:
-    from bench.grid import cell_identity_hash
+    from bench.identity import cell_identity_hash
 
     res, error = _parse(path)
     if error or not isinstance(res, dict):
         return [Finding(path, error or "not a JSON object")]
-    if res.get("schema_version") != SCHEMA_VERSION:
-        return [Finding(path, f"schema_version {res.get('schema_version')!r}, this bench reads {SCHEMA_VERSION}")]
+    version = res.get("schema_version")
+    if version not in READABLE_VERSIONS:
+        return [Finding(path, f"schema_version {version!r}, this bench reads {', '.join(map(str, READABLE_VERSIONS))}")]
     cfg, cid, status = res.get("config"), res.get("cell_id"), res.get("status")
     missing = [k for k in ("protocol", "dataset", "method") if not isinstance(cfg, dict) or k not in cfg]
     if not isinstance(cid, str) or missing:
@@ -279,7 +281,7 @@ def _check_result(root: Path, path: Path, hashes: bool) -> list[Finding]:
                                    f"{expected.relative_to(root)}/"))
     data = res.get("data") if isinstance(res.get("data"), dict) else {}
     if "manifest_sha256" in data:
-        actual = cell_identity_hash(cfg, data["manifest_sha256"])
+        actual = cell_identity_hash(cfg, data["manifest_sha256"], version)
         if actual != cid:
             found.append(Finding(path, f"cell id {cid} is not the hash of its config and manifest ({actual}): "
                                        "edited after the run?"))
@@ -349,8 +351,12 @@ def environment() -> dict[str, Any]:
     import open_clip
     import torch
 
+    import numpy
+
     env = {"bench": __version__, **git_info(), "python": platform.python_version(), "torch": torch.__version__,
-           "open_clip": getattr(open_clip, "__version__", "?"), "host": socket.gethostname(), "pid": os.getpid()}
+           "open_clip": getattr(open_clip, "__version__", "?"), "numpy": numpy.__version__,
+           "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
+           "host": socket.gethostname(), "pid": os.getpid()}
     array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
     env["slurm_job_id"] = os.environ.get("SLURM_JOB_ID")
     env["slurm_array_job_id"] = array_job

@@ -124,7 +124,7 @@ def test_malformed_file_is_skipped_and_counted_strict_raises(tmp_path: Path, cap
 def test_wrong_schema_and_missing_field_are_malformed(tmp_path: Path) -> None:
     path = write_result(tmp_path, "coop", "dtd", metrics={"all": 70.0})
     doc = json.loads(path.read_text())
-    doc["schema_version"] = 2
+    doc["schema_version"] = 3
     path.write_text(json.dumps(doc))
     path2 = write_result(tmp_path, "coop", "eurosat", metrics={"all": 70.0})
     doc = json.loads(path2.read_text())
@@ -133,7 +133,7 @@ def test_wrong_schema_and_missing_field_are_malformed(tmp_path: Path) -> None:
     res = load_results(tmp_path)
     assert res.completed.empty
     assert sorted(m.split(": ", 1)[1] for m in res.malformed) == [
-        "missing field(s) seed", "schema_version 2 is not supported (expected 1)"]
+        "missing field(s) seed", "schema_version 3 is not supported (expected 1 or 2)"]
 
 
 def test_ckpt_folders_are_not_read(tmp_path: Path) -> None:

@@ -43,6 +43,36 @@ def test_cell_id_is_stable_and_changes_with_any_config_value(toy):
         seen.add(new)
 
 
+def test_precision_auto_is_resolved_for_the_planned_device(toy):
+    """A GPU sweep into a root holding CPU results must not find them complete: auto is bf16 there, fp32 here."""
+    cpu, cuda = expand(grid(toy, device="cpu"))[0], expand(grid(toy, device="cuda"))[0]
+    assert cpu["config"]["train"]["precision"] == "fp32" and cuda["config"]["train"]["precision"] == "bf16"
+    assert cpu["cell_id"] != cuda["cell_id"]
+    assert ids(grid(toy, device="cuda", sets={"precision": "bf16"})) == [cuda["cell_id"]]    # the same numbers
+    zs = [grid(toy, methods=["zeroshot"], device=d) for d in ("cpu", "cuda")]                 # evaluation-only too
+    assert ids(zs[0]) != ids(zs[1])
+
+
+def test_execution_settings_are_recorded_but_not_hashed(toy):
+    ref = expand(grid(toy))[0]
+    for key, value in (("eval_batch_size", 1000), ("test_batch_size", 7), ("num_workers", 8), ("ckpt_every", 5),
+                       ("compile", True)):
+        cell = expand(grid(toy, sets={key: value}))[0]
+        assert cell["cell_id"] == ref["cell_id"], key
+        assert cell["config"]["train"][key] == value and cell["config"]["variant"] == {}
+    zs = [expand(grid(toy, methods=["zeroshot"], sets=s))[0] for s in ({}, {"eval_batch_size": 3})]
+    assert zs[0]["cell_id"] == zs[1]["cell_id"] and zs[1]["config"]["train"]["eval_batch_size"] == 3
+    # the slow path draws augmentations in each DataLoader worker: there the worker count changes the numbers
+    slow = [ids(grid(toy, sets={"fast": False, "num_workers": n}))[0] for n in (0, 2)]
+    assert slow[0] != slow[1]
+
+
+def test_a_set_that_changes_the_card_is_a_variant(toy):
+    cell = expand(grid(toy, sets={"lam": 3.0, "eval_batch_size": 9}))[0]
+    assert cell["config"]["variant"] == {"lam": 3.0}
+    assert expand(grid(toy, file_sets={"lr": 0.01}))[0]["config"]["variant"] == {"lr": 0.01}
+
+
 def test_cell_id_follows_the_fewshot_manifest(toy):
     ref = ids(grid(toy))
     split = toy / "toy" / "split_toy.json"
@@ -123,7 +153,9 @@ def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(toy, tmp_path, capsys)
 def test_result_records_config_manifest_versions_and_cost(toy, tmp_path):
     cell = expand(grid(toy, sets={"epochs": 1}))[0]
     res = run_cell(cell, tmp_path)
-    assert res["status"] == "completed" and res["schema_version"] == 1
+    assert res["status"] == "completed" and res["schema_version"] == 2
+    assert res["runtime"] == {"device": "cpu", "precision": "fp32"}        # what ran, beside what was planned
+    assert res["config"]["train"]["precision"] == "fp32" and res["config"]["target_device"] == "cpu"
     assert res["data"]["manifest_sha256"] == cell["manifest_sha256"]
     assert res["cost"]["trainable_params"] == 448 and res["cost"]["images_per_s"] > 0
     assert res["cost"]["peak_mem_mb"] > 0 and res["cost"]["train_s"] > 0

@@ -153,8 +153,8 @@ def _read_result(path: str) -> dict[str, Any]:
         raise ValueError(f"unreadable ({err})") from None
     if not isinstance(doc, dict):
         raise ValueError("top level is not an object")
-    if doc.get("schema_version") != 1:
-        raise ValueError(f"schema_version {doc.get('schema_version')!r} is not supported (expected 1)")
+    if doc.get("schema_version") not in (1, 2):
+        raise ValueError(f"schema_version {doc.get('schema_version')!r} is not supported (expected 1 or 2)")
     if doc.get("status") not in ("completed", "failed"):
         raise ValueError(f"status {doc.get('status')!r} is neither 'completed' nor 'failed'")
     cfg = doc.get("config")
