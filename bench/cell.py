@@ -19,7 +19,8 @@ from pathlib import Path
 from bench import cards
 from bench.config import train_config
 from bench.errors import BenchError
-from bench.results import SCHEMA_VERSION, ResultStore, atomic_write, environment, remove_temp_files, utcnow
+from bench.results import ResultStore, atomic_write, environment, remove_temp_files, utcnow
+from bench.schema import SCHEMA_VERSION
 
 logger = logging.getLogger(__name__)
 

@@ -33,6 +33,7 @@ from bench.data.splits import read_splits
 from bench.device_target import local_device_kind
 from bench.errors import BenchError
 from bench.identity import cell_identity_hash
+from bench.schema import Cell
 
 PROTOCOLS = ("fewshot", "base2new", "xd", "dg")
 DG_TARGETS = ["imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r"]
@@ -164,8 +165,7 @@ def expand(grid: Grid, with_data: bool = True) -> list[dict]:
                     sha = None
                     if with_data and mcard.uses_shots:
                         sha = fewshot_subset(dataset, grid.data_root, k, seed)[2]
-                    cells.append({"cell_id": cell_identity_hash(config, sha), "config": config,
-                                  "data_root": str(grid.data_root), "manifest_sha256": sha})
+                    cells.append(Cell(cell_identity_hash(config, sha), config, str(grid.data_root), sha).to_dict())
     return cells
 
 

@@ -117,7 +117,7 @@ def test_malformed_file_is_skipped_and_counted_strict_raises(tmp_path: Path, cap
     res = load_results(tmp_path)
     assert len(res.malformed) == 1 and str(bad) in res.malformed[0]
     assert "skipped malformed" in caplog.text
-    with pytest.raises(BenchError, match="deadbeef/result.json: invalid JSON"):
+    with pytest.raises(BenchError, match="deadbeef/result.json: not valid JSON"):
         load_results(tmp_path, strict=True)
 
 
@@ -133,7 +133,7 @@ def test_wrong_schema_and_missing_field_are_malformed(tmp_path: Path) -> None:
     res = load_results(tmp_path)
     assert res.completed.empty
     assert sorted(m.split(": ", 1)[1] for m in res.malformed) == [
-        "missing field(s) seed", "schema_version 3 is not supported (expected 1 or 2)"]
+        "missing field(s) seed", "schema_version 3 is not supported (this bench reads 1, 2)"]
 
 
 def test_ckpt_folders_are_not_read(tmp_path: Path) -> None:

@@ -103,7 +103,7 @@ def _empty(cells):
 
 def _schema(cells):
     edit_json(cells["zeroshot"] / "result.json", lambda r: r.update(schema_version=3))
-    return cells["zeroshot"] / "result.json", "schema_version 3, this bench reads 1, 2"
+    return cells["zeroshot"] / "result.json", "schema_version 3 is not supported (this bench reads 1, 2)"
 
 
 def _flip_artifact_byte(cells):

@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from bench.errors import BenchError
+from bench.schema import read_result
 
 logger = logging.getLogger(__name__)
 
@@ -143,33 +144,9 @@ def _warn(malformed: list[str], superseded: int) -> None:
 
 
 def _read_result(path: str) -> dict[str, Any]:
-    """Parse and check one result.json; any problem is a ValueError whose message is the reason."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"invalid JSON ({err})") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"unreadable ({err})") from None
-    if not isinstance(doc, dict):
-        raise ValueError("top level is not an object")
-    if doc.get("schema_version") not in (1, 2):
-        raise ValueError(f"schema_version {doc.get('schema_version')!r} is not supported (expected 1 or 2)")
-    if doc.get("status") not in ("completed", "failed"):
-        raise ValueError(f"status {doc.get('status')!r} is neither 'completed' nor 'failed'")
-    cfg = doc.get("config")
-    if not isinstance(cfg, dict):
-        raise ValueError("'config' is missing")
-    absent = [k for k in KEY if k not in cfg]
-    if absent or not doc.get("cell_id"):
-        raise ValueError(f"missing field(s) {', '.join(absent or ['cell_id'])}")
-    if doc["status"] == "completed":
-        metrics = doc.get("metrics")
-        if not isinstance(metrics, dict) or not metrics:
-            raise ValueError("completed cell without 'metrics'")
-        for name, m in metrics.items():
-            if not isinstance(m, dict) or not isinstance(m.get("acc"), (int, float)):
-                raise ValueError(f"metrics.{name}.acc is missing or not a number")
+    """Parse and check one result.json (bench.schema, the validation `bench verify` and the writer use); any
+    problem is a ValueError whose message is the reason."""
+    doc = read_result(path).to_dict()
     doc["_path"] = path
     return doc
 
