@@ -83,6 +83,23 @@ class Result:
         return dict(self.config.get("variant") or {})
 
 
+def variant_label(variant: dict[str, Any] | None) -> str:
+    """A variant in words, name=value joined by commas in name order ("lam=4,lr=0.01"); "" for none."""
+    return ",".join(f"{k}={_short(v)}" for k, v in sorted((variant or {}).items()))
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_short(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return "null" if value is None else str(value)
+
+
 def problem(doc: Any) -> str | None:
     """The one validation: None when `doc` is a result this bench reads, else the first problem in words."""
     if not isinstance(doc, dict):

@@ -147,7 +147,7 @@ def test_ckpt_folders_are_not_read(tmp_path: Path) -> None:
 
 def test_newer_cell_supersedes_older_with_same_key(tmp_path: Path) -> None:
     write_result(tmp_path, "coop", "dtd", metrics={"all": 60.0}, finished_at="2026-01-01T00:00:00Z")
-    write_result(tmp_path, "coop", "dtd", metrics={"all": 70.0}, finished_at="2026-02-01T00:00:00Z", variant="v2")
+    write_result(tmp_path, "coop", "dtd", metrics={"all": 70.0}, finished_at="2026-02-01T00:00:00Z", id_salt="v2")
     res = load_results(tmp_path)
     assert list(res.completed["acc"]) == [70.0]
     assert len(res.superseded) == 1 and res.completeness()["superseded"] == 1
