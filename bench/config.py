@@ -1,4 +1,5 @@
-"""Resolve a cell's settings with one precedence rule: code defaults < method card < card overrides < suite < --set.
+"""Resolve a cell's settings through nine layers, lowest first (LAYERS): code defaults < card params < card train <
+card overrides < suite train < suite method_settings < suite input < the grid file's set < --set.
 
 Usage:
     >>> from bench.config import resolve

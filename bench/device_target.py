@@ -72,4 +72,4 @@ def planned_device(requested: str | None, executor: str = "local", slurm_gpus: i
     if local_gpus:
         return "cuda", "--gpus"
     kind = local_device_kind()
-    return kind, f"this machine ({'a GPU' if kind == 'cuda' else 'no GPU'} found)"
+    return kind, f"this machine: {'a GPU' if kind == 'cuda' else 'no GPU'} found"

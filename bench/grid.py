@@ -180,3 +180,29 @@ def variant(grid: Grid, method: str, dataset: str, shots: int, suite: dict, devi
     base = {**as_dict(dataclasses.replace(base_train, precision=resolve_precision(base_train.precision, device))),
             **base_params}
     return {k: settings[k] for k in sorted(settings) if k not in EXECUTION_KEYS and settings[k] != base.get(k)}
+
+
+def explain(grid: Grid, cell: dict) -> list[tuple[str, Any, str]]:
+    """(name, value, where it came from) for each resolved setting of `cell` (`bench plan --explain`): the layer
+    of `bench.config.resolve` that set it last or a code default, the device `precision: auto` was resolved for,
+    and whether it is an execution setting (recorded, not part of the cell id)."""
+    cfg = cell["config"]
+    origins: dict[str, str] = {}
+    _, train = resolve(cfg["method"], cfg["dataset"], grid.protocol, cfg["shots"],
+                       cards.suite(grid.suite) if grid.suite else {}, grid.sets, only_known=True,
+                       file_sets=grid.file_sets, origins=origins)
+    rows = []
+    for group, default in (("params", f"{cfg['method']}'s Params default"), ("train", "TrainConfig default")):
+        for name, value in cfg[group].items():
+            where = origins.get(name, default)
+            if name == "precision" and train.precision == "auto":
+                where += f": auto, resolved for {cfg['target_device']}" + (f" ({grid.device_reason})"
+                                                                           if grid.device_reason else "")
+            if group == "train" and name in EXECUTION_KEYS:
+                where += "; execution setting, not in the cell id"
+            rows.append((f"{group}.{name}", value, where))
+    for name in ("backbone", "pretrained", "activation", "protocol", "shots", "seed", "targets"):
+        rows.append((name, cfg.get(name), "--activation, else what the weights were trained with" if name ==
+                     "activation" else "grid: the flag, else the grid file, else the suite, else bench's default"))
+    rows.append(("variant", cfg.get("variant") or {}, "what the sets change from card and suite; not in the cell id"))
+    return rows

@@ -73,6 +73,42 @@ def test_a_set_that_changes_the_card_is_a_variant(toy):
     assert expand(grid(toy, file_sets={"lr": 0.01}))[0]["config"]["variant"] == {"lr": 0.01}
 
 
+def test_plan_explain_names_the_layer_of_every_value(toy, tmp_path, capsys):
+    conf = tmp_path / "grid.yaml"
+    conf.write_text("set: {lr: 0.01, lam: 3}\n")
+    capsys.readouterr()
+    assert main(["plan", "--suite", "toy", "--data-root", str(toy), "--methods", "coop,clipfit", "--datasets", "toy",
+                 "--shots", "1", "--seeds", "1", "--config", str(conf), "--set", "lam=4", "--set", "eval_batch_size=64",
+                 "--device", "cuda", "--explain"]) == 0
+    out = capsys.readouterr().out
+    coop, clipfit = out.split("\ncell ")[1:3]
+    assert coop.split(":", 1)[1].startswith(" coop · toy · fewshot · K=1")
+    line = {ln.split()[0]: ln for blk in (coop, clipfit) for ln in blk.splitlines()[2:] if ln.strip()}
+
+    def where(block, name):
+        row = next(ln for ln in block.splitlines() if ln.split()[:1] == [name])
+        return row.split(None, 2)[2]
+
+    assert where(coop, "train.epochs").endswith("coop.yaml overrides[0]")          # when: {shots: [1]}
+    assert where(coop, "train.lr") == "grid file set" and where(clipfit, "params.lam") == "--set"
+    assert where(clipfit, "train.eval_batch_size") == "--set; execution setting, not in the cell id"
+    assert where(clipfit, "train.precision") == "TrainConfig default: auto, resolved for cuda (--device)"
+    assert '"bf16"' in line["train.precision"]
+    variant = next(ln for ln in clipfit.splitlines() if ln.startswith("variant "))
+    assert '{"lam": 4.0, "lr": 0.01}' in variant and variant.endswith("from card and suite; not in the cell id")
+
+
+def test_the_planned_device_follows_flag_profile_gpus_and_this_machine(monkeypatch):
+    from bench.device_target import local_device_kind, planned_device
+
+    assert planned_device("cpu", "slurm", 4) == ("cpu", "--device")
+    assert planned_device("auto", "slurm", 0)[0] == "cpu" and planned_device("auto", "slurm", 2)[0] == "cuda"
+    assert planned_device("auto", "local", local_gpus=True) == ("cuda", "--gpus")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    assert local_device_kind() == "cpu" and planned_device("auto")[0] == "cpu"
+
+
 def test_cell_id_follows_the_fewshot_manifest(toy):
     ref = ids(grid(toy))
     split = toy / "toy" / "split_toy.json"
