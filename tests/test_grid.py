@@ -300,3 +300,19 @@ def test_suite_shot_defaults_apply_to_fewshot_only(toy, capsys, tmp_path, monkey
     main(["plan", "--suite", "toy", "--data-root", str(toy), "--results", str(tmp_path), "--protocol", "base2new"])
     out = capsys.readouterr().out
     assert "2 cells" in out and " 16 " in out                        # base-to-new keeps K = 16
+
+
+def test_a_one_line_error_keeps_its_cause_in_the_cell_log(toy, tmp_path):
+    """Weights that fail to load: the result and the console get one line, log.txt the original traceback."""
+    import torch
+
+    bad = tmp_path / "weights.pt"
+    torch.save({"not_a_clip_tensor": torch.zeros(2)}, bad)          # a state dict, of another model
+    (cell,) = expand(grid(toy, pretrained=str(bad), sets={"epochs": 1}))
+    res = run_cell(cell, tmp_path / "r")
+    assert res["status"] == "failed" and res["error"]["type"] == "BenchError"
+    assert res["error"]["message"].startswith(f"cannot load {bad} into bench-tiny: ")
+    log = Path(res["error"]["log"]).read_text()
+    assert "The above exception was the direct cause of the following exception" in log
+    cause = log.split("The above exception was the direct cause")[0]
+    assert "Traceback (most recent call last)" in cause and "not_a_clip_tensor" in cause   # open_clip's own error
