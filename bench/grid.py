@@ -18,18 +18,21 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
-from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from bench import cards
 from bench.backbone_spec import resolve_backbone
-from bench.config import EXECUTION_KEYS, TRAIN_KEYS, as_dict, eval_settings, known_settings, resolve
-from bench.config import resolve_precision
-from bench.data.fewshot import manifest, manifest_sha256, sample_fewshot
-from bench.data.splits import read_splits
+from bench.config import (
+    EXECUTION_KEYS,
+    TRAIN_KEYS,
+    as_dict,
+    eval_settings,
+    known_settings,
+    resolve,
+    resolve_precision,
+)
+from bench.data.draws import dataset_splits, fewshot_draw, fewshot_subset  # noqa: F401 (cell.py imports them here)
 from bench.device_target import local_device_kind
 from bench.errors import BenchError
 from bench.identity import cell_identity_hash
@@ -57,30 +60,6 @@ class Grid:
     activation: str | None = None      # quick_gelu | gelu | None (decided from the weights, see backbone_spec)
     source: str | None = None          # xd/dg: the training dataset (default imagenet)
     targets: list[str] | None = None   # xd/dg: evaluated datasets (default: the other datasets / the variants)
-
-
-@functools.lru_cache(maxsize=64)
-def dataset_splits(dataset: str, data_root: str):
-    """A dataset's items (read once per process: planning, cells and analysis share it)."""
-    return read_splits(cards.dataset_card(dataset), Path(data_root))
-
-
-def fewshot_draw(dataset: str, data_root: str, shots: int, seed: int) -> tuple[list, list, dict]:
-    """The few-shot (train, val) draw and its manifest (ImageNet has no few-shot val)."""
-    card = cards.dataset_card(dataset)
-    splits = dataset_splits(dataset, data_root)
-    largest = max(Counter(it.label for it in splits.train).values(), default=0)
-    if shots > largest:
-        raise BenchError(f"dataset '{dataset}': {shots} shots exceed every class (the largest has {largest} training "
-                         "images); pick shots up to that")
-    train, val = sample_fewshot(splits, shots, seed, has_val=card.kind != "imagenet")
-    return train, val, manifest(dataset, card.version, shots, seed, train, val, Path(data_root))
-
-
-def fewshot_subset(dataset: str, data_root: str, shots: int, seed: int) -> tuple[list, list, str]:
-    """The few-shot (train, val) draw and the sha256 of its manifest."""
-    train, val, obj = fewshot_draw(dataset, data_root, shots, seed)
-    return train, val, manifest_sha256(obj)
 
 
 def _check(grid: Grid) -> None:

@@ -327,10 +327,9 @@ def git_info() -> dict[str, Any]:
 
 
 def environment() -> dict[str, Any]:
+    import numpy
     import open_clip
     import torch
-
-    import numpy
 
     env = {"bench": __version__, **git_info(), "python": platform.python_version(), "torch": torch.__version__,
            "open_clip": getattr(open_clip, "__version__", "?"), "numpy": numpy.__version__,

@@ -316,3 +316,17 @@ def test_a_one_line_error_keeps_its_cause_in_the_cell_log(toy, tmp_path):
     assert "The above exception was the direct cause of the following exception" in log
     cause = log.split("The above exception was the direct cause")[0]
     assert "Traceback (most recent call last)" in cause and "not_a_clip_tensor" in cause   # open_clip's own error
+
+
+def test_planning_and_the_cell_share_one_fewshot_draw(toy, monkeypatch):
+    from bench.data import draws
+
+    calls = []
+    real = draws.sample_fewshot
+    monkeypatch.setattr(draws, "sample_fewshot", lambda *a, **k: calls.append(a[1:]) or real(*a, **k))
+    (cell,) = expand(grid(toy, seeds=[7]))
+    train, _, sha = draws.fewshot_subset("toy", str(toy), 2, 7)                 # the cell's data
+    train2, _, manifest = draws.fewshot_draw("toy", str(toy), 2, 7)            # the cell's manifest file
+    assert calls == [(2, 7)] and sha == cell["manifest_sha256"] and train == train2
+    train.clear()                                                               # callers get their own lists
+    assert draws.fewshot_subset("toy", str(toy), 2, 7)[0] == train2
