@@ -155,7 +155,7 @@ def variant(grid: Grid, method: str, dataset: str, shots: int, suite: dict, devi
     ("ClipFit · lam=4"). Execution settings never make a variant (they do not change numbers)."""
     if not grid.sets and not grid.file_sets:
         return {}
-    base_params, base_train = resolve(method, dataset, grid.protocol, shots, suite)
+    base_params, base_train = resolve(method, dataset, grid.protocol, shots, suite, only_known=True)
     base = {**as_dict(dataclasses.replace(base_train, precision=resolve_precision(base_train.precision, device))),
             **base_params}
     return {k: settings[k] for k in sorted(settings) if k not in EXECUTION_KEYS and settings[k] != base.get(k)}

@@ -330,3 +330,14 @@ def test_planning_and_the_cell_share_one_fewshot_draw(toy, monkeypatch):
     assert calls == [(2, 7)] and sha == cell["manifest_sha256"] and train == train2
     train.clear()                                                               # callers get their own lists
     assert draws.fewshot_subset("toy", str(toy), 2, 7)[0] == train2
+
+
+def test_a_suite_setting_is_not_a_variant_even_where_only_some_methods_have_it(toy, monkeypatch):
+    from bench import cards
+
+    real = cards.suite
+    monkeypatch.setattr(cards, "suite", lambda name: {**real(name), "train": {"lam": 3.0}} if name == "toy" else
+                        real(name))
+    cells = expand(grid(toy, methods=["clipfit", "coop"], suite="toy", sets={"lr": 0.01}))
+    assert [c["config"]["variant"] for c in cells] == [{"lr": 0.01}, {"lr": 0.01}]
+    assert cells[0]["config"]["params"]["lam"] == 3.0
