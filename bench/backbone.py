@@ -207,6 +207,8 @@ def _load(spec: BackboneSpec) -> Backbone:
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    model.autocast_linear_params = ("text_projection",)        # used as `x @ text_projection` (bench.precision)
+    model.visual.autocast_linear_params = ("proj",)            # `pooled @ proj`
     visual = model.visual
     size = visual.image_size if isinstance(visual.image_size, int) else visual.image_size[0]
     mean = tuple(getattr(visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN)

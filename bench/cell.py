@@ -112,7 +112,7 @@ def _execute(cell: dict, run_dir: Path, result: dict) -> None:
     from bench.evaluator import EvalOptions, FeatureCache, evaluate, image_features
     from bench.methods import build_method
     from bench.methods.base import FitData
-    from bench.trainer import autocast_dtype
+    from bench.precision import autocast_dtype
     from bench.trainer import train as train_method
 
     cfg = cell["config"]
@@ -128,7 +128,7 @@ def _execute(cell: dict, run_dir: Path, result: dict) -> None:
     bb = load_cell_backbone(cfg)                                # cached per process: may or may not draw RNG
     torch.manual_seed(cfg["seed"])                              # so seed after it: same init in any process
     method = build_method(cfg["method"], bb, train_names, card.template, cfg["params"], dataset=card.name,
-                          truncate_text=tcfg.fast)
+                          truncate_text=tcfg.fast).to(device)    # on the training device before any hook runs
     result["data"] = {"manifest_sha256": sha, "n_train": len(train_items), "n_val": len(val_items),
                       "n_classes": len(splits.classnames), "classes": {e[0]: len(e[1]) for e in evals}}
     cache = FeatureCache(Path(result["_root"]) / "features") if method.frozen_image_tower else None

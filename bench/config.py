@@ -52,7 +52,9 @@ class TrainConfig:
     compile: bool = False                  # torch.compile the model for training (opt-in; see README)
     grad_clip: float | None = None
     rrc_scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop scale of the train transform
-    ckpt_every: int = 1                    # epochs between training-state checkpoints
+    ckpt_every: int = 1                    # epochs between training-state checkpoints (at most; see ckpt_interval_s)
+    ckpt_interval_s: float = 120.0         # seconds at least between checkpoints (0: every ckpt_every epochs)
+    cuda_graphs: bool = False              # replay the training step from a CUDA graph (see bench/train_step.py)
     budget_scale: float = 1.0              # multiplies the epoch / iteration budget (the mini suite shrinks it)
 
     def total_epochs(self) -> int:
@@ -106,6 +108,7 @@ LIMITS: dict[str, Any] = {
     "grad_clip": "(0, inf)",
     "rrc_scale": "(0, 1] ascending",
     "ckpt_every": "[1, inf)",
+    "ckpt_interval_s": "[0, inf)",
     "budget_scale": "(0, inf)",
 }
 TRAIN_FIELDS = settings.dataclass_fields(TrainConfig, LIMITS)

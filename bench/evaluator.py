@@ -29,7 +29,7 @@ from bench.checkpoint import save_tensors
 from bench.data.decoded import decoded_split, items_key, iter_decoded
 from bench.data.images import ImageSet, test_transform
 from bench.data.splits import Item
-from bench.trainer import autocast
+from bench.precision import autocast
 
 logger = logging.getLogger(__name__)
 TOPK = 5

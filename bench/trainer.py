@@ -27,6 +27,9 @@ from bench.config import TrainConfig
 from bench.data.decoded import DeviceTrainSet
 from bench.data.images import ImageSet, train_transform
 from bench.data.splits import Item
+from bench.memprobe import write_probe
+from bench.precision import frozen_weights_in
+from bench.train_step import make_step
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +85,7 @@ def budget(cfg: TrainConfig, shots: int, n_items: int) -> tuple[int, int, int]:
 
 def make_optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter], **options) -> torch.optim.Optimizer:
     """The card's optimizer over `params`; `options` are a method's extra arguments (Tip-Adapter-F's AdamW eps)."""
+    options = {"foreach": True, **options}            # one kernel per update for all tensors (the CPU default loops)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **options)
     if cfg.optimizer == "adamw":
@@ -89,48 +93,67 @@ def make_optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter], **options
     raise ValueError(f"unknown optimizer {cfg.optimizer!r} (sgd | adamw)")
 
 
-def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """None = plain fp32. Weights always stay fp32 (master weights); autocast runs the matmuls in low precision."""
-    if cfg.precision == "fp32" or (cfg.precision == "auto" and device.type != "cuda"):
-        return None
-    return {"auto": torch.bfloat16, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    """The run's autocast context (training and evaluation alike); a no-op for fp32."""
-    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
-
-
 class DivergedError(RuntimeError):
     """A non-finite loss or trainable tensor: the cell fails instead of reporting chance accuracy."""
 
 
 class LossWatch:
-    """Reads each step's loss one step late, so the host never waits for the device in the middle of the loop
-    (it queues step k+1 before it looks at step k); a non-finite loss fails the cell naming the step it came from."""
+    """Keeps each step's loss on the device and reads the losses back rarely (every `READ_EVERY_S` seconds at an
+    epoch's end, at checkpoints and at the end): the host never waits for the device inside the loop. A read also
+    checks every trainable tensor at once (one max-abs per tensor, foreach); a non-finite loss or tensor fails the
+    cell naming the first step it came from."""
 
-    def __init__(self, stats: TrainStats, cfg: TrainConfig):
-        self.stats, self.cfg = stats, cfg
-        self.pending: tuple[torch.Tensor, int, int] | None = None
+    READ_EVERY_S = 10.0
+
+    def __init__(self, stats: TrainStats, cfg: TrainConfig, params: dict[str, torch.nn.Parameter]):
+        self.stats, self.cfg, self.params = stats, cfg, params
+        self.pending: list[tuple[torch.Tensor, int, int]] = []
+        self.last_read = time.perf_counter()
 
     def push(self, loss: torch.Tensor, epoch: int, it: int) -> None:
-        previous, self.pending = self.pending, (loss.detach(), epoch, it)
-        self._check(previous)
+        self.pending.append((loss.detach(), epoch, it))
 
-    def flush(self) -> None:
-        previous, self.pending = self.pending, None
-        self._check(previous)
+    def due(self) -> bool:
+        return time.perf_counter() - self.last_read >= self.READ_EVERY_S or len(self.pending) >= 1000
 
-    def _check(self, entry) -> None:
-        if entry is None:
+    def read(self) -> None:
+        """Read the pending losses and check the trainable tensors (one host sync)."""
+        self.last_read = time.perf_counter()
+        if not self.pending:
             return
-        loss, epoch, it = entry
-        value = float(loss)
-        if not math.isfinite(value):
-            raise DivergedError(_diverged(f"loss is {value}", epoch, it, self.cfg, self.stats.last_loss))
-        if math.isnan(self.stats.first_loss):
-            self.stats.first_loss = value
-        self.stats.last_loss = value
+        pending, self.pending = self.pending, []
+        values = torch.stack([loss.float() for loss, _, _ in pending]).cpu().tolist()
+        for value, (_, epoch, it) in zip(values, pending):
+            if not math.isfinite(value):
+                raise DivergedError(_diverged(f"loss is {value}", epoch, it, self.cfg, self.stats.last_loss))
+            if math.isnan(self.stats.first_loss):
+                self.stats.first_loss = value
+            self.stats.last_loss = value
+        names = list(self.params)
+        if names:
+            peaks = torch.stack(torch._foreach_norm(list(self.params.values()), float("inf"))).cpu()
+            bad = next((n for n, ok in zip(names, torch.isfinite(peaks).tolist()) if not ok), None)
+            if bad is not None:
+                _, epoch, it = pending[-1]
+                raise DivergedError(_diverged(f"trainable tensor {bad} is not finite", epoch, it, self.cfg,
+                                              self.stats.last_loss))
+
+
+class CheckpointClock:
+    """When to write training state: at an epoch end every `ckpt_every` epochs once `ckpt_interval_s` seconds have
+    passed since the last write (few-shot epochs are one or two steps: per-epoch writes would be most of a cell),
+    and at `stop_after_epoch` (a run stopped on purpose resumes from there)."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg, self.last = cfg, time.perf_counter()
+
+    def due(self, epoch: int, stop_after_epoch: int | None) -> bool:
+        if stop_after_epoch is not None and epoch >= stop_after_epoch:
+            return True
+        return epoch % max(self.cfg.ckpt_every, 1) == 0 and time.perf_counter() - self.last >= self.cfg.ckpt_interval_s
+
+    def written(self) -> None:
+        self.last = time.perf_counter()
 
 
 def _batches(data, cfg: TrainConfig, drop_last: bool, gen: torch.Generator):
@@ -142,11 +165,6 @@ def _batches(data, cfg: TrainConfig, drop_last: bool, gen: torch.Generator):
         return (data.batch(idx.tolist()) for idx in order)
     return torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=drop_last,
                                        generator=gen, num_workers=cfg.num_workers)
-
-
-def _compiled(method, cfg: TrainConfig):
-    """The training forward: the method itself, or (compile: true) torch.compile of it."""
-    return torch.compile(method) if cfg.compile else method
 
 
 def _diverged(what: str, epoch: int, it: int, cfg: TrainConfig, last: float) -> str:
@@ -162,7 +180,8 @@ def _seed_epoch(seed: int, epoch: int) -> torch.Generator:
 def train(method, items: list[Item], cfg: TrainConfig, shots: int, seed: int, device: torch.device,
           ckpt_dir: Path | None = None, stop_after_epoch: int | None = None,
           on_epoch: Callable[[int], None] | None = None) -> TrainStats:
-    """Train `method` in place on `items`; checkpoint after epochs; resume from `ckpt_dir` when it holds state."""
+    """Train `method` in place on `items`; checkpoint after epochs (see CheckpointClock); resume from `ckpt_dir`
+    when it holds state. The method is on `device` already when the cell calls this (its hooks ran there)."""
     bb = method.backbone
     t_data = time.perf_counter()
     if cfg.fast:
@@ -172,11 +191,9 @@ def train(method, items: list[Item], cfg: TrainConfig, shots: int, seed: int, de
     drop_last = drops_last(cfg, len(data))
     per_epoch, total_iters, total_epochs = budget(cfg, shots, len(data))
     method.to(device)
-    forward = _compiled(method, cfg)
-    params = list(method.trainable_parameters().values())
-    optimizer = make_optimizer(cfg, params, **method.optimizer_options())
+    trainable = method.trainable_parameters()
+    optimizer = make_optimizer(cfg, list(trainable.values()), **method.optimizer_options())
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
-    amp = autocast_dtype(cfg, device)
     stats = TrainStats(data_s=time.perf_counter() - t_data)
     start_epoch, it = 0, 0
     if ckpt_dir is not None:
@@ -187,48 +204,44 @@ def train(method, items: list[Item], cfg: TrainConfig, shots: int, seed: int, de
                 scaler.load_state_dict(meta["grad_scaler"])
             stats.resumed_from_epoch = start_epoch
             logger.info("resumed from epoch %d (iteration %d)", start_epoch, it)
+    start_it = it
+    step = make_step(method, optimizer, scaler, cfg, device)
+    watch, clock = LossWatch(stats, cfg, trainable), CheckpointClock(cfg)
     parts: dict[str, torch.Tensor] = {}
-    watch = LossWatch(stats, cfg)
     t0 = time.perf_counter()
-    for epoch in range(start_epoch, total_epochs):
-        method.train()
-        gen = _seed_epoch(seed, epoch)
-        for images, labels in _batches(data, cfg, drop_last, gen):
-            if it >= total_iters:
-                break
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(cfg, epoch, it, total_epochs, total_iters)
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            with autocast(device, amp):
-                loss, parts = method.loss(forward(images).float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            watch.push(loss, epoch, it)
-            stats.images += len(labels)
-            it += 1
-        watch.flush()
-        stats.epochs = epoch + 1
-        method.on_epoch_end(epoch + 1, total_epochs)                  # epoch schedules (PromptSRC's GPA)
-        bad = next((n for n, p in method.trainable_parameters().items() if not torch.isfinite(p).all()), None)
-        if bad is not None:
-            raise DivergedError(_diverged(f"trainable tensor {bad} is not finite", epoch, it - 1, cfg, stats.last_loss))
-        if (epoch + 1) % max(cfg.ckpt_every, 1) == 0 or epoch + 1 == total_epochs:
-            logger.info("epoch %d/%d it %d/%d loss %.4f lr %.2e %s", epoch + 1, total_epochs, it, total_iters,
-                        stats.last_loss, optimizer.param_groups[0]["lr"],
-                        " ".join(f"{k} {float(v):.4f}" for k, v in parts.items()))
-            if ckpt_dir is not None:
+    with frozen_weights_in(method, step.amp):                    # frozen weights cast once, not every step
+        for epoch in range(start_epoch, total_epochs):
+            method.train()
+            gen = _seed_epoch(seed, epoch)
+            for images, labels in _batches(data, cfg, drop_last, gen):
+                if it >= total_iters:
+                    break
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(cfg, epoch, it, total_epochs, total_iters)
+                loss, parts = step(images, labels)
+                if it == start_it and device.type == "cuda":       # allocator statistics: no host sync
+                    write_probe(torch.cuda.max_memory_allocated(device) / 2**20)
+                watch.push(loss, epoch, it)
+                stats.images += len(labels)
+                it += 1
+            stats.epochs = epoch + 1
+            method.on_epoch_end(epoch + 1, total_epochs)                  # epoch schedules (PromptSRC's GPA)
+            save = ckpt_dir is not None and clock.due(epoch + 1, stop_after_epoch)
+            if save or watch.due() or epoch + 1 == total_epochs:
+                watch.read()
+                logger.info("epoch %d/%d it %d/%d loss %.4f lr %.2e %s", epoch + 1, total_epochs, it, total_iters,
+                            stats.last_loss, optimizer.param_groups[0]["lr"],
+                            " ".join(f"{k} {float(v):.4f}" for k, v in parts.items()))
+            if save:
                 save_state(ckpt_dir, method.trainable_state(), optimizer,
                            {"epoch": epoch + 1, "iter": it, "grad_scaler": scaler.state_dict()},
                            extra=method.extra_state())
-        if on_epoch is not None:
-            on_epoch(epoch + 1)
-        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
-            break
+                clock.written()
+            if on_epoch is not None:
+                on_epoch(epoch + 1)
+            if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+                break
+        watch.read()
     stats.iters = it
     stats.train_s = time.perf_counter() - t0
     method.eval()

@@ -35,7 +35,8 @@ PROTOCOLS = {
 }
 
 
-def run_matrix(workdir: Path, backbone: str, methods: list[str], precisions: list[str]) -> tuple[list, int]:
+def run_matrix(workdir: Path, backbone: str, methods: list[str], precisions: list[str],
+               sets: list[str] = ()) -> tuple[list, int]:
     """(table rows, failed cells) for every precision × protocol, all methods in each `bench run`."""
     from bench import cards
     from bench.cli import main
@@ -55,6 +56,8 @@ def run_matrix(workdir: Path, backbone: str, methods: list[str], precisions: lis
                     "--data-root", str(data), "--shots", "2", "--seeds", "1", "--results", str(root),
                     "--set", f"precision={precision}", "--set", "epochs=1", "--set", "iters_per_shot=2",
                     "--set", "batch_size=8", "--no-leaderboard", *extra]
+            for setting in sets:
+                argv += ["--set", setting]
             t0 = time.perf_counter()
             main(argv)
             seconds = time.perf_counter() - t0
@@ -89,6 +92,9 @@ def main() -> int:
     p.add_argument("--classes", type=int, default=100, help="throughput table: class prompts per step")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--workdir", type=Path, help="keep the generated data and results here")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to every bench run "
+                   "(e.g. cuda_graphs=true)")
+    p.add_argument("--no-throughput", action="store_true", help="skip the throughput table (gpu_speed.py has it)")
     args = p.parse_args()
     import torch
 
@@ -97,13 +103,15 @@ def main() -> int:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-gpu-check-") as tmp:
         workdir = args.workdir or Path(tmp)
-        rows, failed = run_matrix(workdir, args.backbone, methods, args.precisions.split(","))
+        rows, failed = run_matrix(workdir, args.backbone, methods, args.precisions.split(","), args.set)
     print(f"\n{args.backbone} (random weights) on {where}: every method × protocol × precision, a few steps each")
     print(tabulate(rows, headers=["precision", "protocol", "completed", "s", "device", "failures"],
                    tablefmt="github"))
-    table = throughput(args.backbone, methods, args.classes, args.batch, "bf16")
-    print(f"\nthroughput · {args.backbone} · batch {args.batch} · {args.classes} classes · bf16 · {where}")
-    print(tabulate(table, headers=["method", "trainable", "images/s", "ms/step", "peak MiB"], tablefmt="github"))
+    if not args.no_throughput:
+        table = throughput(args.backbone, methods, args.classes, args.batch, "bf16")
+        print(f"\nthroughput · {args.backbone} · batch {args.batch} · {args.classes} classes · bf16 · {where}")
+        print(tabulate(table, headers=["method", "trainable", "images/s", "ms/step", "peak MiB"],
+                       tablefmt="github"))
     print(f"\n{failed} failed cell(s); {time.perf_counter() - t0:.0f} s in all")
     return 1 if failed else 0
 

@@ -25,7 +25,8 @@ from tabulate import tabulate  # noqa: E402
 from bench.backbone import load_backbone  # noqa: E402
 from bench.config import TrainConfig, resolve  # noqa: E402
 from bench.methods import build_method  # noqa: E402
-from bench.trainer import autocast_dtype, make_optimizer  # noqa: E402
+from bench.precision import autocast_dtype  # noqa: E402
+from bench.trainer import make_optimizer  # noqa: E402
 
 METHODS = ["zeroshot", "linear_probe", "clip_adapter", "coop", "clipfit", "lora", "full_ft", "cocoop", "kgcoop",
            "maple", "promptsrc", "tip_adapter", "tip_adapter_f", "bitfit"]

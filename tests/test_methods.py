@@ -251,12 +251,29 @@ def test_checkpoint_holds_only_trainable_tensors(toy, tiny_backbone, tmp_path):
 
     m = make("clipfit", tiny_backbone)
     splits = read_splits(cards.dataset_card("toy"), toy)
-    train(m, splits.train[:10], fast_cfg("clipfit", epochs=1), shots=2, seed=1, device=torch.device("cpu"),
-          ckpt_dir=tmp_path)
+    train(m, splits.train[:10], fast_cfg("clipfit", epochs=1, ckpt_interval_s=0), shots=2, seed=1,
+          device=torch.device("cpu"), ckpt_dir=tmp_path)
     saved = load_file(str(tmp_path / "state.safetensors"))
     params = {k for k in saved if k.startswith("param.")}
     assert params == {f"param.{n}" for n in m.trainable_parameters()}
     assert sum(v.numel() for k, v in saved.items() if k.startswith("param.")) == m.count_trainable()
+
+
+def test_checkpoints_are_written_by_time_not_every_one_step_epoch(toy, tiny_backbone, tmp_path, monkeypatch):
+    from bench import trainer
+
+    writes = []
+    monkeypatch.setattr(trainer, "save_state", lambda folder, *a, **k: writes.append(k))
+    splits = read_splits(cards.dataset_card("toy"), toy)
+    for interval, expected in ((3600, 0), (0, 4)):
+        writes.clear()
+        train(make("clipfit", tiny_backbone), splits.train[:10], fast_cfg("clipfit", epochs=4, ckpt_interval_s=interval),
+              shots=2, seed=1, device=torch.device("cpu"), ckpt_dir=tmp_path / str(interval))
+        assert len(writes) == expected, interval
+    writes.clear()                                          # a run stopped on purpose always leaves its state
+    train(make("clipfit", tiny_backbone), splits.train[:10], fast_cfg("clipfit", epochs=4, ckpt_interval_s=3600),
+          shots=2, seed=1, device=torch.device("cpu"), ckpt_dir=tmp_path / "stop", stop_after_epoch=2)
+    assert len(writes) == 1
 
 
 def test_dassl_schedule():

@@ -7,8 +7,11 @@ Usage:
 
 Workers share the cell list and take cells by per-cell lock, so no cell runs twice and a killed worker's cells
 are picked up on the next run. Packing: a ViT-B/16 cell at batch 32 uses a small part of a large GPU, so N
-workers can share one. The first worker of a device starts at once; each further one only when the device's
-free memory still holds the largest peak a finished cell reported (× 1.3 + 1 GiB for its CUDA context).
+workers can share one. The first worker of a device starts at once and reports the memory its first training
+step peaked at (a probe file, written without a host sync); the others start together as soon as that probe (or
+a finished cell) says the device's free memory holds them all (× 1.3 + 1 GiB each for its CUDA context), or one by
+one while it holds one more. Each worker then keeps its backbone, decoded train images and test cache across the
+cells it takes.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from collections import Counter
 from pathlib import Path
 
 from tqdm import tqdm
+
+from bench.memprobe import PROBE_ENV, read_probes
 
 logger = logging.getLogger(__name__)
 
@@ -82,10 +87,10 @@ def free_mb(device: str | None) -> float:
     return float(info["MemAvailable"].split()[0]) / 1024
 
 
-def _largest_peak(store, cells: list[dict], since: str) -> float | None:
+def _largest_peak(store, cells: list[dict], since: str, probes: Path | None = None) -> float | None:
     peaks = [(res.get("cost") or {}).get("peak_mem_mb") for res in map(store.read, cells)
              if res and res.get("status") == "completed" and res.get("finished_at", "") >= since]
-    peaks = [p for p in peaks if p]
+    peaks = [p for p in peaks if p] + (read_probes(probes) if probes is not None else [])
     return max(peaks) if peaks else None
 
 
@@ -104,8 +109,13 @@ def run_packed(cells: list[dict], root: Path, devices: list[str | None], per_dev
     cmd = [sys.executable, "-m", "bench", "worker", str(work / "cells.json"), "--results", str(root),
            "--claims", str(work / "claims")] + (["--force"] if force else [])
 
+    started = 0
+
     def start(device: str | None) -> subprocess.Popen:
-        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)}
+        nonlocal started
+        started += 1
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads),
+               PROBE_ENV: str(work / f"probe-{started}")}
         if device is not None:
             env["CUDA_VISIBLE_DEVICES"] = device
         return subprocess.Popen(cmd, env=env)
@@ -115,14 +125,16 @@ def run_packed(cells: list[dict], root: Path, devices: list[str | None], per_dev
     while any(p.poll() is None for group in procs.values() for p in group):
         for device in list(waiting):
             alive = [p for p in procs[device] if p.poll() is None]
-            peak = _largest_peak(store, cells, since)
+            peak = _largest_peak(store, cells, since, work)
             if not alive or len(procs[device]) >= per_device:
                 waiting.discard(device)
             elif peak is not None:
                 need, free = peak * MARGIN + CONTEXT_MB, free_mb(device)
-                if free >= need:
-                    procs[device].append(start(device))
-                    logger.info("device %s: worker %d started (free %.0f MiB, a cell peaks at %.0f MiB)",
+                more = min(per_device - len(procs[device]), int(free // need))
+                if more > 0:
+                    for _ in range(more):
+                        procs[device].append(start(device))
+                    logger.info("device %s: %d worker(s) running (free %.0f MiB, a cell peaks at %.0f MiB)",
                                 device, len(procs[device]), free, peak)
                 else:
                     logger.warning("device %s: %d cell(s) at once (free %.0f MiB < %.0f MiB for another)",

@@ -150,7 +150,8 @@ class Method(nn.Module):
         return self.clip.logit_scale.device
 
     def tokens_on_device(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Token ids come from the tokenizer on the CPU; every lookup happens where the model lives."""
+        """Token ids come from the tokenizer on the CPU; every lookup happens where the model lives (the class
+        tokens are a buffer, already there: no copy per step)."""
         return tokens.to(self.device)
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
@@ -163,8 +164,12 @@ class Method(nn.Module):
         self.classnames = list(classnames)
         if template is not None:
             self.template = template
-        self.class_tokens = self.tokenize([self.template.format(c) for c in self.classnames])
+        self.set_class_tokens(self.tokenize([self.template.format(c) for c in self.classnames]))
         self._text_cache = None
+
+    def set_class_tokens(self, tokens: torch.Tensor) -> None:
+        """(C, L) class prompt token ids, kept as a buffer on the model's device (it moves with the model)."""
+        self.register_buffer("class_tokens", tokens.to(self.device), persistent=False)
 
     def can_classify(self, classnames: list[str]) -> bool:
         """Methods with a text classifier name any class; a linear head only the classes it was trained on."""

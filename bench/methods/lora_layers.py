@@ -19,6 +19,8 @@ from torch import nn
 
 
 class LoRALinear(nn.Module):
+    autocast_linear_params = ("weight", "bias")     # frozen W, b feed F.linear only (bench.precision)
+
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, r: int, alpha: float, dropout: float):
         super().__init__()
         out_f, in_f = weight.shape

@@ -56,7 +56,7 @@ class PromptLearning(Method):
         if template is not None:
             self.template = template                      # the hand-crafted template (KgCoOp's target features)
         names = [c.replace("_", " ") for c in classnames]
-        self.class_tokens = self.tokenize([f"{self.prefix_text} {n}." for n in names])               # (C, L)
+        self.set_class_tokens(self.tokenize([f"{self.prefix_text} {n}." for n in names]))            # (C, L)
         self.name_lens = [int((t > 0).sum()) - 2 for t in self.backbone.tokenize(names)]
         n_prefix = int((self.backbone.tokenize([self.prefix_text])[0] > 0).sum()) - 2
         for n, k, row in zip(names, self.name_lens, self.class_tokens):

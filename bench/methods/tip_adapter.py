@@ -60,7 +60,7 @@ def augmented_features(method: Method, items: list, data: FitData, views: int, b
     """(views, N, D) fp32 frozen image features of `items` under the training augmentation, in item order."""
     from bench.data.decoded import DeviceTrainSet
     from bench.data.images import ImageSet, train_transform
-    from bench.trainer import autocast, autocast_dtype
+    from bench.precision import autocast, autocast_dtype
 
     bb, cfg, device = method.backbone, data.cfg, data.device
     torch.manual_seed(data.seed)                                   # the crops and flips are drawn from this RNG

@@ -1,0 +1,84 @@
+"""The precision policy: which autocast a run uses, and frozen weights held once in that dtype while it trains.
+
+Usage:
+    >>> amp = autocast_dtype(cfg, device)                  # None (fp32) | torch.bfloat16 | torch.float16
+    >>> with autocast(device, amp):
+    ...     logits = method(images)
+    >>> with frozen_weights_in(method, amp):               # the training loop: no per-step weight casts
+    ...     train_steps()
+
+Trainable tensors always stay fp32 (master weights); autocast runs matmuls and convolutions in bf16/fp16. Under
+autocast every frozen fp32 weight of a linear layer or a convolution is cast again on every call (autocast keeps
+a cast only for tensors that require grad): ~200 casts a ViT-B/16 step. `frozen_weights_in` casts them once for
+the training loop and puts the fp32 tensors back after it. The values are the same (autocast's cast is the same
+rounding), so the numbers are too; only tensors that every consumer casts anyway are touched (the inputs of
+linear, conv and attention projections), never LayerNorm, embedding or positional parameters, which autocast keeps
+in fp32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+LOW_PRECISION = {"auto": torch.bfloat16, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_dtype(cfg, device: torch.device) -> torch.dtype | None:
+    """None = plain fp32. Weights always stay fp32 (master weights); autocast runs the matmuls in low precision."""
+    if cfg.precision == "fp32" or (cfg.precision == "auto" and device.type != "cuda"):
+        return None
+    return LOW_PRECISION[cfg.precision]
+
+
+def resolved_precision(cfg, device: torch.device) -> str:
+    """The precision that actually runs on `device` (auto resolved): fp32 | bf16 | fp16."""
+    dtype = autocast_dtype(cfg, device)
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None, cache: bool = True):
+    """The run's autocast context (training and evaluation alike); a no-op for fp32. `cache=False` inside a CUDA
+    graph capture (autocast's cast cache must not outlive the capture)."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None,
+                          cache_enabled=cache)
+
+
+def _autocast_inputs(module: nn.Module) -> Iterator[nn.Parameter]:
+    """Parameters of `module` (not its children) that only ever feed autocast's low-precision ops."""
+    if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+        names = ("weight", "bias")
+    elif isinstance(module, nn.MultiheadAttention):
+        names = ("in_proj_weight", "in_proj_bias", "q_proj_weight", "k_proj_weight", "v_proj_weight")
+    else:
+        names = getattr(module, "autocast_linear_params", ())   # e.g. LoRALinear's frozen W, b; CLIP's projections
+    for name in names:
+        p = module._parameters.get(name)
+        if p is not None:
+            yield p
+
+
+@contextlib.contextmanager
+def frozen_weights_in(model: nn.Module, dtype: torch.dtype | None):
+    """Hold the frozen (requires_grad=False) fp32 inputs of linear/conv/attention projections in `dtype` inside
+    the block, restoring the very same fp32 tensors after it. A no-op for fp32 (dtype None)."""
+    if dtype is None:
+        yield 0
+        return
+    saved: list[tuple[nn.Parameter, torch.Tensor]] = []
+    seen: set[int] = set()
+    for module in model.modules():
+        for p in _autocast_inputs(module):
+            if p.requires_grad or p.dtype != torch.float32 or id(p) in seen:
+                continue
+            seen.add(id(p))
+            saved.append((p, p.data))
+            p.data = p.data.to(dtype)
+    try:
+        yield len(saved)
+    finally:
+        for p, data in saved:
+            p.data = data
