@@ -112,7 +112,7 @@ def _execute(cell: dict, run_dir: Path, result: dict) -> None:
     from bench.evaluator import EvalOptions, FeatureCache, evaluate, image_features
     from bench.methods import build_method
     from bench.methods.base import FitData
-    from bench.precision import autocast_dtype
+    from bench.precision import autocast_dtype, resolved_precision
     from bench.trainer import train as train_method
 
     cfg = cell["config"]
@@ -135,7 +135,7 @@ def _execute(cell: dict, run_dir: Path, result: dict) -> None:
     opts = EvalOptions(amp=autocast_dtype(tcfg, device), fast=tcfg.fast, batch_size=tcfg.test_batch_size,
                        fast_batch_size=tcfg.eval_batch_size, num_workers=tcfg.num_workers)
     result["runtime"] = {"device": _device_name(device),          # what ran (the config holds what was planned)
-                         "precision": {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(opts.amp, "fp32")}
+                         "precision": resolved_precision(tcfg, device)}
     fit = FitData(train_items, val_items, val_full, tcfg, device, cfg["seed"],
                   features=lambda items: image_features(method, items, device, opts, cache))
     method.before_training(fit)                                  # a no-op but for data-dependent methods (Tip-Adapter)

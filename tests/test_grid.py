@@ -56,7 +56,7 @@ def test_precision_auto_is_resolved_for_the_planned_device(toy):
 def test_execution_settings_are_recorded_but_not_hashed(toy):
     ref = expand(grid(toy))[0]
     for key, value in (("eval_batch_size", 1000), ("test_batch_size", 7), ("num_workers", 8), ("ckpt_every", 5),
-                       ("compile", True)):
+                       ("compile", True), ("cuda_graphs", True), ("ckpt_interval_s", 30.0)):
         cell = expand(grid(toy, sets={key: value}))[0]
         assert cell["cell_id"] == ref["cell_id"], key
         assert cell["config"]["train"][key] == value and cell["config"]["variant"] == {}
