@@ -98,6 +98,18 @@ def test_plan_explain_names_the_layer_of_every_value(toy, tmp_path, capsys):
     assert '{"lam": 4.0, "lr": 0.01}' in variant and variant.endswith("from card and suite; not in the cell id")
 
 
+def test_plan_for_slurm_is_planned_for_a_gpu(toy, capsys):
+    argv = ["plan", "--suite", "toy", "--data-root", str(toy), "--methods", "clipfit", "--datasets", "toy",
+            "--shots", "1", "--seeds", "1", "--explain"]
+    capsys.readouterr()
+    main([*argv, "--executor", "slurm"])
+    slurm = capsys.readouterr().out
+    main([*argv, "--device", "cpu"])
+    local = capsys.readouterr().out
+    assert "planned for cuda (SLURM gpus_per_node=1)" in slurm and "planned for cpu (--device)" in local
+    assert slurm.splitlines()[2].split()[0] != local.splitlines()[2].split()[0]   # the cell ids: bf16 vs fp32
+
+
 def test_the_planned_device_follows_flag_profile_gpus_and_this_machine(monkeypatch):
     from bench.device_target import local_device_kind, planned_device
 

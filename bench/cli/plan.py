@@ -60,7 +60,8 @@ def execute(args) -> int:
         jobs = -(-todo // max(args.cells_per_job, 1))
         where = f"slurm: {jobs} array task(s) of ≤{args.cells_per_job} cell(s), profile {args.profile or 'flags'}"
     print(f"\n{len(cells)} cells: {counts['completed']} completed, {counts['failed']} failed, "
-          f"{counts['running']} running, {counts['pending']} pending → {todo} to run on {where}; "
+          f"{counts['running']} running, {counts['pending']} pending → {todo} to run on {where}, planned for "
+          f"{grid.device} ({grid.device_reason}); "
           f"backbone {spec.label}/{spec.weights_label} ({spec.activation}: {spec.reason}), results in {args.results}")
     if spec.notice:
         print(f"note: {spec.notice}")
