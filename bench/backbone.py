@@ -169,7 +169,7 @@ def _build(spec: BackboneSpec, weights: str | None):
         except RuntimeError as err:
             lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
             raise BenchError(f"cannot load weights {weights} into {spec.arch}: {lines[1] if len(lines) > 1 else lines[0]}"
-                             ) from None
+                             ) from err
         return model
     return open_clip.create_model(spec.arch, pretrained=weights, precision="fp32", device="cpu", **quick)
 
@@ -194,11 +194,11 @@ def _load(spec: BackboneSpec) -> Backbone:
     except Exception as err:  # noqa: BLE001  (a weights file can fail to load in many ways: one line for each)
         if weights and not Path(weights).is_file() and not spec.arch.startswith("local-dir:"):
             raise BenchError(f"cannot fetch pretrained weights '{weights}' for {spec.arch} (offline or hub "
-                             "unreachable); download them once, then pass --pretrained /path/to/weights.pt") from None
+                             "unreachable); download them once, then pass --pretrained /path/to/weights.pt") from err
         lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()] or [type(err).__name__]
         detail = next((ln for ln in lines if not ln.endswith(":")), lines[0])
         raise BenchError(f"cannot load {weights or spec.arch} into {spec.arch}: {type(err).__name__}: "
-                         f"{detail[:200]}{'…' if len(detail) > 200 else ''}") from None
+                         f"{detail[:200]}{'…' if len(detail) > 200 else ''}") from err
     finally:
         logging.disable(logging.NOTSET)
     if built_activation(model) != spec.activation:

@@ -130,9 +130,9 @@ def _read_json(path: Path, what: str) -> dict:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except OSError as err:
-        raise BenchError(f"cannot read {what} {path}: {err.strerror}") from None
+        raise BenchError(f"cannot read {what} {path}: {err.strerror}") from err
     except json.JSONDecodeError as err:
-        raise BenchError(f"malformed {what} {path}: {err.msg} at line {err.lineno}") from None
+        raise BenchError(f"malformed {what} {path}: {err.msg} at line {err.lineno}") from err
     if not isinstance(raw, dict):
         raise BenchError(f"malformed {what} {path}: expected a JSON object")
     return raw
@@ -149,13 +149,13 @@ def _hf_config(repo: str) -> dict:
     try:
         from huggingface_hub import hf_hub_download
         from huggingface_hub.utils import HfHubHTTPError
-    except ImportError:
-        raise BenchError("hf-hub: backbones need the huggingface_hub package") from None
+    except ImportError as err:
+        raise BenchError("hf-hub: backbones need the huggingface_hub package") from err
     try:
         path = hf_hub_download(repo, "open_clip_config.json")
     except (HfHubHTTPError, OSError, ValueError) as err:
         raise BenchError(f"hf-hub:{repo}: cannot get open_clip_config.json ({type(err).__name__}); offline, download "
-                         "it once with the hub reachable or use local-dir:DIR") from None
+                         "it once with the hub reachable or use local-dir:DIR") from err
     return _read_json(Path(path), "open_clip config").get("model_cfg") or {}
 
 

@@ -50,9 +50,9 @@ def load_yaml(path: Path) -> Any:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise BenchError(f"malformed YAML in {path}{where}: {problem}") from None
+        raise BenchError(f"malformed YAML in {path}{where}: {problem}") from err
     except OSError as err:
-        raise BenchError(f"cannot read {path}: {err.strerror}") from None
+        raise BenchError(f"cannot read {path}: {err.strerror}") from err
 
 
 @functools.cache

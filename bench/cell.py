@@ -20,6 +20,7 @@ from bench import cards
 from bench.config import train_config
 from bench.errors import BenchError
 from bench.results import ResultStore, atomic_write, environment, remove_temp_files, utcnow
+from bench.schema import SCHEMA_VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ def _execute(cell: dict, run_dir: Path, result: dict) -> None:
     from bench.evaluator import EvalOptions, FeatureCache, evaluate, image_features
     from bench.methods import build_method
     from bench.methods.base import FitData
-    from bench.precision import autocast_dtype
+    from bench.precision import autocast_dtype, resolved_precision
     from bench.trainer import train as train_method
 
     cfg = cell["config"]
@@ -133,6 +134,8 @@ def _execute(cell: dict, run_dir: Path, result: dict) -> None:
     cache = FeatureCache(Path(result["_root"]) / "features") if method.frozen_image_tower else None
     opts = EvalOptions(amp=autocast_dtype(tcfg, device), fast=tcfg.fast, batch_size=tcfg.test_batch_size,
                        fast_batch_size=tcfg.eval_batch_size, num_workers=tcfg.num_workers)
+    result["runtime"] = {"device": _device_name(device),          # what ran (the config holds what was planned)
+                         "precision": resolved_precision(tcfg, device)}
     fit = FitData(train_items, val_items, val_full, tcfg, device, cfg["seed"],
                   features=lambda items: image_features(method, items, device, opts, cache))
     method.before_training(fit)                                  # a no-op but for data-dependent methods (Tip-Adapter)
@@ -207,8 +210,8 @@ def run_cell(cell: dict, root: Path, force: bool = False) -> dict:
         if logging.getLogger().level > logging.INFO or logging.getLogger().level == logging.NOTSET:
             logging.getLogger().setLevel(logging.INFO)
         logger.info("cell started: %s", cell["cell_id"])
-        result = {"schema_version": 1, "cell_id": cell["cell_id"], "status": "running", "config": cell["config"],
-                  "data": {}, "metrics": {}, "skipped": {}, "cost": {}, "env": {}, "started_at": utcnow(), "finished_at": None,
+        result = {"schema_version": SCHEMA_VERSION, "cell_id": cell["cell_id"], "status": "running", "config": cell["config"],
+                  "data": {}, "metrics": {}, "skipped": {}, "cost": {}, "env": {}, "runtime": {}, "started_at": utcnow(), "finished_at": None,
                   "resumed": False, "error": None, "artifacts": {}, "_root": str(root)}
         try:
             result["env"] = environment()

@@ -1,4 +1,5 @@
-"""Resolve a cell's settings with one precedence rule: code defaults < method card < card overrides < suite < --set.
+"""Resolve a cell's settings through nine layers, lowest first (LAYERS): code defaults < card params < card train <
+card overrides < suite train < suite method_settings < suite input < the grid file's set < --set.
 
 Usage:
     >>> from bench.config import resolve
@@ -68,6 +69,22 @@ class TrainConfig:
 
 TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
 
+# Execution settings: how fast a cell runs, never what it computes. They are recorded in the cell's config (and its
+# result.json) but left out of its id, so changing one reuses a finished cell instead of rerunning it. Names not (yet)
+# fields of TrainConfig are tolerated. num_workers is the one conditional member: on the slow path (fast: false) each
+# DataLoader worker draws training augmentations from its own generator, so there it is part of the id
+# (bench.identity).
+EXECUTION_KEYS = frozenset({
+    "eval_batch_size",      # test-cache batch of the fast path: per-image outputs do not depend on it
+    "test_batch_size",      # batch of the slow path's test loader (likewise)
+    "num_workers",          # DataLoader processes (see above)
+    "compile",              # torch.compile of the training forward: same graph, fused kernels
+    "cuda_graphs",          # captured CUDA graphs replay the same kernels
+    "ckpt_every",           # checkpoint cadence in epochs: resuming is bit-identical
+    "ckpt_interval_s",      # checkpoint cadence in seconds
+})
+PRECISIONS = {"cuda": "bf16", "cpu": "fp32"}     # what precision "auto" means on each device kind
+
 # Ranges of the TrainConfig fields (types come from the annotations above, so a new field is type-checked by
 # default; give it a range here). An interval or the allowed values; null passes wherever the type allows it.
 LIMITS: dict[str, Any] = {
@@ -119,7 +136,7 @@ def _matches(when: dict[str, Any], ctx: dict[str, Any]) -> bool:
 
 
 def _apply(method: str, params: dict, train: dict, updates: dict[str, Any] | None, source: str,
-           only_known: bool = False) -> None:
+           only_known: bool = False, origins: dict[str, str] | None = None) -> None:
     """Set each key on the method's params or the trainer's settings, coerced to its type and range-checked.
     `only_known`: skip names this method does not know (a grid-wide --set, checked against all methods)."""
     if updates is not None and not isinstance(updates, dict):
@@ -136,6 +153,8 @@ def _apply(method: str, params: dict, train: dict, updates: dict[str, Any] | Non
         else:
             valid = sorted(set(pfields) | set(params) | TRAIN_KEYS)
             raise BenchError(f"{source}: unknown setting '{key}'; valid: {', '.join(valid)}")
+        if origins is not None:
+            origins[key] = source
         logger.debug("%s sets %s=%r", source, key, value)
 
 
@@ -155,12 +174,14 @@ def parse_sets(items: list[str] | None) -> dict[str, Any]:
 
 
 def resolve(method: str, dataset: str, protocol: str, shots: int, suite: dict[str, Any] | None = None,
-            sets: dict[str, Any] | None = None, only_known: bool = False) -> tuple[dict[str, Any], TrainConfig]:
-    """Return (method params, TrainConfig) for one cell, applying every layer in precedence order.
+            sets: dict[str, Any] | None = None, only_known: bool = False, file_sets: dict[str, Any] | None = None,
+            origins: dict[str, str] | None = None) -> tuple[dict[str, Any], TrainConfig]:
+    """Return (method params, TrainConfig) for one cell, applying every layer in precedence order (LAYERS).
 
     Every value is coerced to its field's type and range-checked (BenchError naming the layer). `only_known`:
-    the grid-wide layers (suite `train`, --set) skip names this method does not have; `bench.grid` checks that
-    some selected method has each."""
+    the grid-wide layers (suite `train`, the grid file's `set`, --set) skip names this method does not have;
+    `bench.grid` checks that some selected method has each. `origins`, when given, receives for each name set by
+    a layer the last layer that set it (what `bench plan --explain` prints)."""
     card = cards.method_card(method)
     params: dict[str, Any] = {}
     train = {f.name: getattr(TrainConfig(), f.name) for f in fields(TrainConfig)}
@@ -169,20 +190,25 @@ def resolve(method: str, dataset: str, protocol: str, shots: int, suite: dict[st
     if unknown:
         raise BenchError(f"method card {card.path}: params {', '.join(unknown)} not in {method}'s parameters; "
                          f"valid: {', '.join(sorted(pfields))}")
-    _apply(method, params, train, card.params, f"method card {card.path} params")
-    _apply(method, params, train, card.train, f"method card {card.path} train")
+
+    def apply(updates, source, grid_wide=False):
+        _apply(method, params, train, updates, source, only_known and grid_wide, origins)
+
+    apply(card.params, f"method card {card.path} params")
+    apply(card.train, f"method card {card.path} train")
     ctx = {"dataset": dataset, "protocol": protocol, "shots": shots}
     for i, rule in enumerate(card.overrides):
         if not isinstance(rule, dict) or "set" not in rule:
             raise BenchError(f"method card {card.path}: overrides[{i}] needs 'when' and 'set'")
         if _matches(rule.get("when") or {}, ctx):
-            _apply(method, params, train, rule["set"], f"method card {card.path} overrides[{i}]")
+            apply(rule["set"], f"method card {card.path} overrides[{i}]")
     suite = suite or {}
-    _apply(method, params, train, suite.get("train"), "suite train settings", only_known)
-    _apply(method, params, train, (suite.get("method_settings") or {}).get(method), f"suite settings for {method}")
+    apply(suite.get("train"), "suite train settings", grid_wide=True)
+    apply((suite.get("method_settings") or {}).get(method), f"suite settings for {method}")
     if "rrc_scale" in (suite.get("input") or {}):
-        _apply(method, params, train, {"rrc_scale": suite["input"]["rrc_scale"]}, "suite input")
-    _apply(method, params, train, sets, "--set", only_known)
+        apply({"rrc_scale": suite["input"]["rrc_scale"]}, "suite input")
+    apply(file_sets, "grid file set", grid_wide=True)
+    apply(sets, "--set", grid_wide=True)
     for key in ("betas", "rrc_scale"):
         train[key] = tuple(train[key])
     try:
@@ -191,10 +217,27 @@ def resolve(method: str, dataset: str, protocol: str, shots: int, suite: dict[st
         raise BenchError(f"invalid training settings for {method}: {err}") from None
 
 
+# The layers of `resolve`, lowest first (README "Settings and precedence", DESIGN.md "Precedence and identity").
+LAYERS = ("TrainConfig / the method's Params defaults", "method card params", "method card train",
+          "method card overrides (first to last matching rule)", "suite train", "suite method_settings",
+          "suite input", "grid file (--config) set", "--set")
+
+
 def eval_settings(train: TrainConfig) -> dict[str, Any]:
-    """What identifies an evaluation-only cell (zero-shot): the autocast precision it evaluates under. (The fast
-    path evaluates the same pixels as the slow one, so `fast` is not part of it.)"""
-    return {"precision": train.precision, **({} if train.fast else {"fast": False})}
+    """The settings of an evaluation-only cell (zero-shot): the autocast precision it evaluates under (the fast path
+    evaluates the same pixels as the slow one, so `fast` is recorded only when false) and the execution settings
+    (recorded, not part of its id)."""
+    execution = {k: v for k, v in as_dict(train).items() if k in EXECUTION_KEYS}
+    return {"precision": train.precision, **({} if train.fast else {"fast": False}), **execution}
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """`auto` made concrete for the device kind ("cuda" or "cpu") a cell is planned for; other values stay."""
+    if precision != "auto":
+        return precision
+    if device not in PRECISIONS:
+        raise BenchError(f"device {device!r} is not one of {', '.join(PRECISIONS)}")
+    return PRECISIONS[device]
 
 
 def train_config(raw: dict[str, Any]) -> TrainConfig:

@@ -6,29 +6,37 @@ Usage:
     ...                     data_root="/data", backbone="ViT-B-16", pretrained="openai"))
     >>> cells[0]["cell_id"], cells[0]["config"]["train"]["epochs"]
 
-A cell is a plain JSON-able dict: `config` (everything that defines the result), `cell_id` (sha256 of the
-canonical config and the few-shot manifest hash, 16 hex), `data_root` and `manifest_sha256`. Protocols:
+A cell is a plain JSON-able dict: `config` (the resolved settings, `precision` made concrete for the device the
+grid is planned for, and the variant: what `--set` changed from the card and suite), `cell_id` (bench.identity: 16
+hex of the hash of what can change the cell's numbers and of the few-shot manifest), `data_root` and
+`manifest_sha256`. Protocols:
 fewshot (all classes, K ∈ shots), base2new (K = 16 unless --shots, train on base, test base and new),
 xd (train on the source — ImageNet — and test on the other datasets), dg (train on ImageNet, test on V2/Sketch/A/R).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-import functools
-import hashlib
-import json
-from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from bench import cards
 from bench.backbone_spec import resolve_backbone
-from bench.config import TRAIN_KEYS, as_dict, eval_settings, known_settings, resolve
-from bench.data.fewshot import manifest, manifest_sha256, sample_fewshot
-from bench.data.splits import read_splits
+from bench.config import (
+    EXECUTION_KEYS,
+    TRAIN_KEYS,
+    as_dict,
+    eval_settings,
+    known_settings,
+    resolve,
+    resolve_precision,
+)
+from bench.data.draws import dataset_splits, fewshot_draw, fewshot_subset  # noqa: F401 (cell.py imports them here)
+from bench.device_target import local_device_kind
 from bench.errors import BenchError
+from bench.identity import cell_identity_hash
+from bench.schema import Cell
 
 PROTOCOLS = ("fewshot", "base2new", "xd", "dg")
 DG_TARGETS = ["imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r"]
@@ -45,49 +53,13 @@ class Grid:
     pretrained: str | None = "openai"
     data_root: str = "data"
     suite: str | None = None
-    sets: dict[str, Any] = field(default_factory=dict)
+    sets: dict[str, Any] = field(default_factory=dict)        # --set (the last layer)
+    file_sets: dict[str, Any] = field(default_factory=dict)   # the grid file's (--config) `set`, under --set
+    device: str | None = None          # cuda | cpu: what `precision: auto` resolves for (None: this machine)
+    device_reason: str = ""            # why that device (bench plan --explain)
     activation: str | None = None      # quick_gelu | gelu | None (decided from the weights, see backbone_spec)
     source: str | None = None          # xd/dg: the training dataset (default imagenet)
     targets: list[str] | None = None   # xd/dg: evaluated datasets (default: the other datasets / the variants)
-
-
-def canonical_hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
-
-
-IDENTITY_EXCLUDED = ("method_title", "dataset_title", "suite")     # display names: never part of a cell's identity
-
-
-def cell_identity_hash(config: dict, manifest_sha256: str | None) -> str:
-    """A cell's id: the hash of its config (titles and suite name left out) and its few-shot manifest, 16 hex.
-
-    `expand` names cells with it and `bench verify` recomputes it from a result.json, so they cannot disagree."""
-    identity = {k: v for k, v in config.items() if k not in IDENTITY_EXCLUDED}
-    return canonical_hash([identity, manifest_sha256])[:16]
-
-
-@functools.lru_cache(maxsize=64)
-def dataset_splits(dataset: str, data_root: str):
-    """A dataset's items (read once per process: planning, cells and analysis share it)."""
-    return read_splits(cards.dataset_card(dataset), Path(data_root))
-
-
-def fewshot_draw(dataset: str, data_root: str, shots: int, seed: int) -> tuple[list, list, dict]:
-    """The few-shot (train, val) draw and its manifest (ImageNet has no few-shot val)."""
-    card = cards.dataset_card(dataset)
-    splits = dataset_splits(dataset, data_root)
-    largest = max(Counter(it.label for it in splits.train).values(), default=0)
-    if shots > largest:
-        raise BenchError(f"dataset '{dataset}': {shots} shots exceed every class (the largest has {largest} training "
-                         "images); pick shots up to that")
-    train, val = sample_fewshot(splits, shots, seed, has_val=card.kind != "imagenet")
-    return train, val, manifest(dataset, card.version, shots, seed, train, val, Path(data_root))
-
-
-def fewshot_subset(dataset: str, data_root: str, shots: int, seed: int) -> tuple[list, list, str]:
-    """The few-shot (train, val) draw and the sha256 of its manifest."""
-    train, val, obj = fewshot_draw(dataset, data_root, shots, seed)
-    return train, val, manifest_sha256(obj)
 
 
 def _check(grid: Grid) -> None:
@@ -113,7 +85,8 @@ def _check_grid_settings(grid: Grid) -> None:
     none of them (nor the trainer) has is refused."""
     suite = cards.suite(grid.suite) if grid.suite else {}
     known = set().union(*(known_settings(m) for m in grid.methods)) if grid.methods else set(TRAIN_KEYS)
-    for source, mapping in (("suite train settings", suite.get("train")), ("--set", grid.sets)):
+    for source, mapping in (("suite train settings", suite.get("train")), ("grid file set", grid.file_sets),
+                            ("--set", grid.sets)):
         if mapping is not None and not isinstance(mapping, dict):
             raise BenchError(f"{source}: expected a mapping of settings, got {type(mapping).__name__}")
         for key in mapping or {}:
@@ -143,6 +116,7 @@ def expand(grid: Grid, with_data: bool = True) -> list[dict]:
     _check(grid)
     suite = cards.suite(grid.suite) if grid.suite else {}
     backbone = resolve_backbone(grid.backbone, grid.pretrained, grid.activation).cell_config()
+    device = grid.device or local_device_kind()
     cells = []
     for method in grid.methods:
         mcard = cards.method_card(method)
@@ -152,10 +126,15 @@ def expand(grid: Grid, with_data: bool = True) -> list[dict]:
             dcard = cards.dataset_card(dataset)
             for k in shots:
                 for seed in seeds:
-                    params, train = resolve(method, dataset, grid.protocol, k, suite, grid.sets, only_known=True)
+                    params, train = resolve(method, dataset, grid.protocol, k, suite, grid.sets, only_known=True,
+                                            file_sets=grid.file_sets)
+                    train = dataclasses.replace(train, precision=resolve_precision(train.precision, device))
+                    settings = as_dict(train) if mcard.uses_shots else eval_settings(train)
                     config = {
                         "method": method, "method_title": mcard.title, "method_version": mcard.version,
-                        "params": params, "train": as_dict(train) if mcard.uses_shots else eval_settings(train),
+                        "params": params, "train": settings,
+                        "variant": variant(grid, method, dataset, k, suite, device, {**settings, **params}),
+                        "target_device": device,
                         **backbone,
                         "dataset": dataset, "dataset_title": dcard.title, "dataset_version": dcard.version,
                         "suite": grid.suite, "protocol": grid.protocol, "shots": k, "seed": seed,
@@ -165,6 +144,44 @@ def expand(grid: Grid, with_data: bool = True) -> list[dict]:
                     sha = None
                     if with_data and mcard.uses_shots:
                         sha = fewshot_subset(dataset, grid.data_root, k, seed)[2]
-                    cells.append({"cell_id": cell_identity_hash(config, sha), "config": config,
-                                  "data_root": str(grid.data_root), "manifest_sha256": sha})
+                    cells.append(Cell(cell_identity_hash(config, sha), config, str(grid.data_root), sha).to_dict())
     return cells
+
+
+def variant(grid: Grid, method: str, dataset: str, shots: int, suite: dict, device: str,
+            settings: dict[str, Any]) -> dict[str, Any]:
+    """What the grid-wide sets (--set, the grid file's `set`) changed in this cell's `settings` (its params and
+    train mapping) from its card and suite, by name: the reports keep such a cell apart from the card's own
+    ("ClipFit · lam=4"). Execution settings never make a variant (they do not change numbers)."""
+    if not grid.sets and not grid.file_sets:
+        return {}
+    base_params, base_train = resolve(method, dataset, grid.protocol, shots, suite, only_known=True)
+    base = {**as_dict(dataclasses.replace(base_train, precision=resolve_precision(base_train.precision, device))),
+            **base_params}
+    return {k: settings[k] for k in sorted(settings) if k not in EXECUTION_KEYS and settings[k] != base.get(k)}
+
+
+def explain(grid: Grid, cell: dict) -> list[tuple[str, Any, str]]:
+    """(name, value, where it came from) for each resolved setting of `cell` (`bench plan --explain`): the layer
+    of `bench.config.resolve` that set it last or a code default, the device `precision: auto` was resolved for,
+    and whether it is an execution setting (recorded, not part of the cell id)."""
+    cfg = cell["config"]
+    origins: dict[str, str] = {}
+    _, train = resolve(cfg["method"], cfg["dataset"], grid.protocol, cfg["shots"],
+                       cards.suite(grid.suite) if grid.suite else {}, grid.sets, only_known=True,
+                       file_sets=grid.file_sets, origins=origins)
+    rows = []
+    for group, default in (("params", f"{cfg['method']}'s Params default"), ("train", "TrainConfig default")):
+        for name, value in cfg[group].items():
+            where = origins.get(name, default)
+            if name == "precision" and train.precision == "auto":
+                where += f": auto, resolved for {cfg['target_device']}" + (f" ({grid.device_reason})"
+                                                                           if grid.device_reason else "")
+            if group == "train" and name in EXECUTION_KEYS:
+                where += "; execution setting, not in the cell id"
+            rows.append((f"{group}.{name}", value, where))
+    for name in ("backbone", "pretrained", "activation", "protocol", "shots", "seed", "targets"):
+        rows.append((name, cfg.get(name), "--activation, else what the weights were trained with" if name ==
+                     "activation" else "grid: the flag, else the grid file, else the suite, else bench's default"))
+    rows.append(("variant", cfg.get("variant") or {}, "what the sets change from card and suite; not in the cell id"))
+    return rows

@@ -31,10 +31,10 @@ from typing import Any
 
 from bench import __version__, lockfile, locks
 from bench.errors import BenchError
+from bench.schema import SchemaError, parse_json_file, problem, read_result
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 
 
 def utcnow() -> str:
@@ -114,6 +114,13 @@ class ResultStore:
                              "pass --results DIR") from None
 
     def write_result(self, cell: dict, result: dict) -> Path:
+        """Write a result that passes the schema's validation (bench.schema.problem); one that does not is written
+        as failed, naming the problem, so it is neither lost nor taken for a completed cell."""
+        reason = problem(result)
+        if reason and result.get("status") in ("completed", "failed"):
+            logger.error("cell %s: its result breaks the schema (%s); recorded as failed", cell["cell_id"], reason)
+            result = {**result, "status": "failed", "error": {"type": "SchemaError", "message": reason,
+                                                               "log": str(self.cell_dir(cell) / "log.txt")}}
         path = self.result_path(cell)
         write_json_atomic(path, result)
         return path
@@ -231,7 +238,7 @@ def verify_tree(root: Path, hashes: bool = True) -> Verification:
             out.findings += _check_cell_state(folder, "ckpt" in dirnames, running)
         if rel == ("sweeps",):
             for name in sorted(n for n in filenames if n.endswith(".json")):
-                if not isinstance(_parse(folder / name)[0], dict):
+                if not isinstance(parse_json_file(folder / name)[0], dict):
                     out.findings.append(Finding(folder / name, "sweep file is not a readable JSON object"))
     return out
 
@@ -243,52 +250,26 @@ def _age_s(path: Path) -> float:
         return 0.0
 
 
-def _parse(path: Path) -> tuple[Any, str | None]:
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        return None, f"unreadable: {err.strerror or err}"
-    if not raw.strip():
-        return None, "empty file"
-    try:
-        return json.loads(raw), None
-    except UnicodeDecodeError:
-        return None, "not UTF-8 text"
-    except json.JSONDecodeError as err:
-        return None, f"not valid JSON, truncated or corrupt ({err})"
-
-
 def _check_result(root: Path, path: Path, hashes: bool) -> list[Finding]:
-    from bench.grid import cell_identity_hash
+    from bench.identity import cell_identity_hash
 
-    res, error = _parse(path)
-    if error or not isinstance(res, dict):
-        return [Finding(path, error or "not a JSON object")]
-    if res.get("schema_version") != SCHEMA_VERSION:
-        return [Finding(path, f"schema_version {res.get('schema_version')!r}, this bench reads {SCHEMA_VERSION}")]
-    cfg, cid, status = res.get("config"), res.get("cell_id"), res.get("status")
-    missing = [k for k in ("protocol", "dataset", "method") if not isinstance(cfg, dict) or k not in cfg]
-    if not isinstance(cid, str) or missing:
-        return [Finding(path, "no cell_id" if not isinstance(cid, str) else f"config lacks {', '.join(missing)}")]
-    found = []
-    if status not in ("completed", "failed"):
-        found.append(Finding(path, f"status {status!r}, expected completed or failed"))
-    expected = root / "runs" / str(cfg["protocol"]) / str(cfg["dataset"]) / str(cfg["method"]) / cid
+    try:
+        res = read_result(path)
+    except SchemaError as err:
+        return [Finding(path, str(err))]
+    cfg, found = res.config, []
+    expected = root / "runs" / cfg["protocol"] / cfg["dataset"] / cfg["method"] / res.cell_id
     if path.parent != expected:
         found.append(Finding(path, f"lies in {path.parent.relative_to(root)}/ but its config and cell id belong in "
                                    f"{expected.relative_to(root)}/"))
-    data = res.get("data") if isinstance(res.get("data"), dict) else {}
-    if "manifest_sha256" in data:
-        actual = cell_identity_hash(cfg, data["manifest_sha256"])
-        if actual != cid:
-            found.append(Finding(path, f"cell id {cid} is not the hash of its config and manifest ({actual}): "
+    if "manifest_sha256" in res.data:
+        actual = cell_identity_hash(cfg, res.data["manifest_sha256"], res.schema_version)
+        if actual != res.cell_id:
+            found.append(Finding(path, f"cell id {res.cell_id} is not the hash of its config and manifest ({actual}): "
                                        "edited after the run?"))
-    elif status == "completed":
+    elif res.status == "completed":
         found.append(Finding(path, "data.manifest_sha256 missing: the cell id cannot be checked"))
-    if status == "completed" and not res.get("metrics"):
-        found.append(Finding(path, "completed but has no metrics"))
-    artifacts = res.get("artifacts") or {}
-    for name, art in (artifacts.items() if isinstance(artifacts, dict) else [("?", None)]):
+    for name, art in res.artifacts.items():
         found += _check_artifact(path.parent, str(name), art, hashes)
     return found
 
@@ -323,7 +304,7 @@ def _check_cell_state(folder: Path, has_ckpt: bool, running) -> list[Finding]:
         found.append(Finding(folder / lockfile.FILE_NAME, f"stale lock file ({reason}); the next run takes it over",
                              problem=False))
     if has_ckpt:
-        res, _ = _parse(folder / "result.json") if (folder / "result.json").exists() else (None, None)
+        res, _ = parse_json_file(folder / "result.json") if (folder / "result.json").exists() else (None, None)
         status = res.get("status") if isinstance(res, dict) else None
         if status == "completed":
             found.append(Finding(folder / "ckpt", "orphaned checkpoint beside a completed result (safe to delete)"))
@@ -346,11 +327,14 @@ def git_info() -> dict[str, Any]:
 
 
 def environment() -> dict[str, Any]:
+    import numpy
     import open_clip
     import torch
 
     env = {"bench": __version__, **git_info(), "python": platform.python_version(), "torch": torch.__version__,
-           "open_clip": getattr(open_clip, "__version__", "?"), "host": socket.gethostname(), "pid": os.getpid()}
+           "open_clip": getattr(open_clip, "__version__", "?"), "numpy": numpy.__version__,
+           "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
+           "host": socket.gethostname(), "pid": os.getpid()}
     array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
     env["slurm_job_id"] = os.environ.get("SLURM_JOB_ID")
     env["slurm_array_job_id"] = array_job

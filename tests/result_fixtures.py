@@ -1,4 +1,4 @@
-"""Write schema-valid result.json files (DESIGN.md, schema_version 1) and sweep files into a results root.
+"""Write schema-valid result.json files (DESIGN.md, schema_version 1, or 2 with a variant) and sweep files into a results root.
 
 Usage:
     >>> from tests.result_fixtures import write_result, write_sweep, plan_cell
@@ -34,9 +34,9 @@ PARAMS = {"zeroshot": 0, "coop": 8192, "cocoop": 35360, "clipfit": 46080, "clip_
 
 
 def cell_id(method: str, dataset: str, protocol: str = "fewshot", shots: int = 16, seed: int = 1,
-            backbone: str = "ViT-B-16", pretrained: str = "openai", variant: str = "") -> str:
-    """A deterministic 16-hex id standing in for the hash of the resolved config."""
-    text = json.dumps([method, dataset, protocol, shots, seed, backbone, pretrained, variant])
+            backbone: str = "ViT-B-16", pretrained: str = "openai", variant: Any = "") -> str:
+    """A deterministic 16-hex id standing in for the hash of the resolved config (`variant`: anything else in it)."""
+    text = json.dumps([method, dataset, protocol, shots, seed, backbone, pretrained, variant], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -62,8 +62,12 @@ def write_result(root: Path, method: str, dataset: str, *, protocol: str = "fews
     """Write `<root>/runs/<protocol>/<dataset>/<method>/<cell_id>/result.json`; returns its path.
 
     `metrics` maps evaluation name (all/base/new/source/<target>) → top-1 accuracy; `extra` overrides top-level
-    or cost fields (device, train_s, eval_s, trainable_params, finished_at, variant, targets, ckpt=True)."""
-    cid = cell_id(method, dataset, protocol, shots, seed, backbone, pretrained, extra.pop("variant", ""))
+    or cost fields (device, train_s, eval_s, trainable_params, finished_at, targets, ckpt=True), `id_salt` another
+    cell id for the same key (a rerun after a config change), `variant` (a mapping such as {"lam": 4.0}) the
+    settings --set changed (schema 2: the file is written as version 2)."""
+    variant = extra.pop("variant", None)
+    salt = extra.pop("id_salt", "")
+    cid = cell_id(method, dataset, protocol, shots, seed, backbone, pretrained, salt if variant is None else [salt, variant])
     folder = Path(root) / "runs" / protocol / dataset / method / cid
     folder.mkdir(parents=True, exist_ok=True)
     if extra.pop("ckpt", False):
@@ -102,6 +106,9 @@ def write_result(root: Path, method: str, dataset: str, *, protocol: str = "fews
                                                      "log": str(folder / "log.txt")},
         "artifacts": {"trainable": {"path": "trainable.safetensors", "sha256": "0" * 64}},
     }
+    if variant is not None:
+        doc["schema_version"] = 2
+        doc["config"]["variant"] = variant
     if extra:
         raise TypeError(f"unknown fixture field(s): {', '.join(extra)}")
     if arrays and status == "completed":

@@ -117,14 +117,14 @@ def test_malformed_file_is_skipped_and_counted_strict_raises(tmp_path: Path, cap
     res = load_results(tmp_path)
     assert len(res.malformed) == 1 and str(bad) in res.malformed[0]
     assert "skipped malformed" in caplog.text
-    with pytest.raises(BenchError, match="deadbeef/result.json: invalid JSON"):
+    with pytest.raises(BenchError, match="deadbeef/result.json: not valid JSON"):
         load_results(tmp_path, strict=True)
 
 
 def test_wrong_schema_and_missing_field_are_malformed(tmp_path: Path) -> None:
     path = write_result(tmp_path, "coop", "dtd", metrics={"all": 70.0})
     doc = json.loads(path.read_text())
-    doc["schema_version"] = 2
+    doc["schema_version"] = 3
     path.write_text(json.dumps(doc))
     path2 = write_result(tmp_path, "coop", "eurosat", metrics={"all": 70.0})
     doc = json.loads(path2.read_text())
@@ -133,7 +133,7 @@ def test_wrong_schema_and_missing_field_are_malformed(tmp_path: Path) -> None:
     res = load_results(tmp_path)
     assert res.completed.empty
     assert sorted(m.split(": ", 1)[1] for m in res.malformed) == [
-        "missing field(s) seed", "schema_version 2 is not supported (expected 1)"]
+        "missing field(s) seed", "schema_version 3 is not supported (this bench reads 1, 2)"]
 
 
 def test_ckpt_folders_are_not_read(tmp_path: Path) -> None:
@@ -147,7 +147,7 @@ def test_ckpt_folders_are_not_read(tmp_path: Path) -> None:
 
 def test_newer_cell_supersedes_older_with_same_key(tmp_path: Path) -> None:
     write_result(tmp_path, "coop", "dtd", metrics={"all": 60.0}, finished_at="2026-01-01T00:00:00Z")
-    write_result(tmp_path, "coop", "dtd", metrics={"all": 70.0}, finished_at="2026-02-01T00:00:00Z", variant="v2")
+    write_result(tmp_path, "coop", "dtd", metrics={"all": 70.0}, finished_at="2026-02-01T00:00:00Z", id_salt="v2")
     res = load_results(tmp_path)
     assert list(res.completed["acc"]) == [70.0]
     assert len(res.superseded) == 1 and res.completeness()["superseded"] == 1

@@ -107,5 +107,5 @@ def test_divergence_fails_the_cell_with_a_one_line_error_and_the_sweep_goes_on(t
     failed = by_method["clipfit"]
     assert failed["status"] == "failed" and failed["error"]["type"] == "DivergedError"
     message = failed["error"]["message"]
-    assert message.startswith("training diverged: ") and "precision auto" in message
+    assert message.startswith("training diverged: ") and f"precision {failed['runtime']['precision']}" in message
     assert "epoch" in message and "iteration" in message and "last finite loss" in message

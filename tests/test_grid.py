@@ -43,6 +43,84 @@ def test_cell_id_is_stable_and_changes_with_any_config_value(toy):
         seen.add(new)
 
 
+def test_precision_auto_is_resolved_for_the_planned_device(toy):
+    """A GPU sweep into a root holding CPU results must not find them complete: auto is bf16 there, fp32 here."""
+    cpu, cuda = expand(grid(toy, device="cpu"))[0], expand(grid(toy, device="cuda"))[0]
+    assert cpu["config"]["train"]["precision"] == "fp32" and cuda["config"]["train"]["precision"] == "bf16"
+    assert cpu["cell_id"] != cuda["cell_id"]
+    assert ids(grid(toy, device="cuda", sets={"precision": "bf16"})) == [cuda["cell_id"]]    # the same numbers
+    zs = [grid(toy, methods=["zeroshot"], device=d) for d in ("cpu", "cuda")]                 # evaluation-only too
+    assert ids(zs[0]) != ids(zs[1])
+
+
+def test_execution_settings_are_recorded_but_not_hashed(toy):
+    ref = expand(grid(toy))[0]
+    for key, value in (("eval_batch_size", 1000), ("test_batch_size", 7), ("num_workers", 8), ("ckpt_every", 5),
+                       ("compile", True), ("cuda_graphs", True), ("ckpt_interval_s", 30.0)):
+        cell = expand(grid(toy, sets={key: value}))[0]
+        assert cell["cell_id"] == ref["cell_id"], key
+        assert cell["config"]["train"][key] == value and cell["config"]["variant"] == {}
+    zs = [expand(grid(toy, methods=["zeroshot"], sets=s))[0] for s in ({}, {"eval_batch_size": 3})]
+    assert zs[0]["cell_id"] == zs[1]["cell_id"] and zs[1]["config"]["train"]["eval_batch_size"] == 3
+    # the slow path draws augmentations in each DataLoader worker: there the worker count changes the numbers
+    slow = [ids(grid(toy, sets={"fast": False, "num_workers": n}))[0] for n in (0, 2)]
+    assert slow[0] != slow[1]
+
+
+def test_a_set_that_changes_the_card_is_a_variant(toy):
+    cell = expand(grid(toy, sets={"lam": 3.0, "eval_batch_size": 9}))[0]
+    assert cell["config"]["variant"] == {"lam": 3.0}
+    assert expand(grid(toy, file_sets={"lr": 0.01}))[0]["config"]["variant"] == {"lr": 0.01}
+
+
+def test_plan_explain_names_the_layer_of_every_value(toy, tmp_path, capsys):
+    conf = tmp_path / "grid.yaml"
+    conf.write_text("set: {lr: 0.01, lam: 3}\n")
+    capsys.readouterr()
+    assert main(["plan", "--suite", "toy", "--data-root", str(toy), "--methods", "coop,clipfit", "--datasets", "toy",
+                 "--shots", "1", "--seeds", "1", "--config", str(conf), "--set", "lam=4", "--set", "eval_batch_size=64",
+                 "--device", "cuda", "--explain"]) == 0
+    out = capsys.readouterr().out
+    coop, clipfit = out.split("\ncell ")[1:3]
+    assert coop.split(":", 1)[1].startswith(" coop · toy · fewshot · K=1")
+    line = {ln.split()[0]: ln for blk in (coop, clipfit) for ln in blk.splitlines()[2:] if ln.strip()}
+
+    def where(block, name):
+        row = next(ln for ln in block.splitlines() if ln.split()[:1] == [name])
+        return row.split(None, 2)[2]
+
+    assert where(coop, "train.epochs").endswith("coop.yaml overrides[0]")          # when: {shots: [1]}
+    assert where(coop, "train.lr") == "grid file set" and where(clipfit, "params.lam") == "--set"
+    assert where(clipfit, "train.eval_batch_size") == "--set; execution setting, not in the cell id"
+    assert where(clipfit, "train.precision") == "TrainConfig default: auto, resolved for cuda (--device)"
+    assert '"bf16"' in line["train.precision"]
+    variant = next(ln for ln in clipfit.splitlines() if ln.startswith("variant "))
+    assert '{"lam": 4.0, "lr": 0.01}' in variant and variant.endswith("from card and suite; not in the cell id")
+
+
+def test_plan_for_slurm_is_planned_for_a_gpu(toy, capsys):
+    argv = ["plan", "--suite", "toy", "--data-root", str(toy), "--methods", "clipfit", "--datasets", "toy",
+            "--shots", "1", "--seeds", "1", "--explain"]
+    capsys.readouterr()
+    main([*argv, "--executor", "slurm"])
+    slurm = capsys.readouterr().out
+    main([*argv, "--device", "cpu"])
+    local = capsys.readouterr().out
+    assert "planned for cuda (SLURM gpus_per_node=1)" in slurm and "planned for cpu (--device)" in local
+    assert slurm.splitlines()[2].split()[0] != local.splitlines()[2].split()[0]   # the cell ids: bf16 vs fp32
+
+
+def test_the_planned_device_follows_flag_profile_gpus_and_this_machine(monkeypatch):
+    from bench.device_target import local_device_kind, planned_device
+
+    assert planned_device("cpu", "slurm", 4) == ("cpu", "--device")
+    assert planned_device("auto", "slurm", 0)[0] == "cpu" and planned_device("auto", "slurm", 2)[0] == "cuda"
+    assert planned_device("auto", "local", local_gpus=True) == ("cuda", "--gpus")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    assert local_device_kind() == "cpu" and planned_device("auto")[0] == "cpu"
+
+
 def test_cell_id_follows_the_fewshot_manifest(toy):
     ref = ids(grid(toy))
     split = toy / "toy" / "split_toy.json"
@@ -123,7 +201,9 @@ def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(toy, tmp_path, capsys)
 def test_result_records_config_manifest_versions_and_cost(toy, tmp_path):
     cell = expand(grid(toy, sets={"epochs": 1}))[0]
     res = run_cell(cell, tmp_path)
-    assert res["status"] == "completed" and res["schema_version"] == 1
+    assert res["status"] == "completed" and res["schema_version"] == 2
+    assert res["runtime"] == {"device": "cpu", "precision": "fp32"}        # what ran, beside what was planned
+    assert res["config"]["train"]["precision"] == "fp32" and res["config"]["target_device"] == "cpu"
     assert res["data"]["manifest_sha256"] == cell["manifest_sha256"]
     assert res["cost"]["trainable_params"] == 448 and res["cost"]["images_per_s"] > 0
     assert res["cost"]["peak_mem_mb"] > 0 and res["cost"]["train_s"] > 0
@@ -232,3 +312,44 @@ def test_suite_shot_defaults_apply_to_fewshot_only(toy, capsys, tmp_path, monkey
     main(["plan", "--suite", "toy", "--data-root", str(toy), "--results", str(tmp_path), "--protocol", "base2new"])
     out = capsys.readouterr().out
     assert "2 cells" in out and " 16 " in out                        # base-to-new keeps K = 16
+
+
+def test_a_one_line_error_keeps_its_cause_in_the_cell_log(toy, tmp_path):
+    """Weights that fail to load: the result and the console get one line, log.txt the original traceback."""
+    import torch
+
+    bad = tmp_path / "weights.pt"
+    torch.save({"not_a_clip_tensor": torch.zeros(2)}, bad)          # a state dict, of another model
+    (cell,) = expand(grid(toy, pretrained=str(bad), sets={"epochs": 1}))
+    res = run_cell(cell, tmp_path / "r")
+    assert res["status"] == "failed" and res["error"]["type"] == "BenchError"
+    assert res["error"]["message"].startswith(f"cannot load {bad} into bench-tiny: ")
+    log = Path(res["error"]["log"]).read_text()
+    assert "The above exception was the direct cause of the following exception" in log
+    cause = log.split("The above exception was the direct cause")[0]
+    assert "Traceback (most recent call last)" in cause and "not_a_clip_tensor" in cause   # open_clip's own error
+
+
+def test_planning_and_the_cell_share_one_fewshot_draw(toy, monkeypatch):
+    from bench.data import draws
+
+    calls = []
+    real = draws.sample_fewshot
+    monkeypatch.setattr(draws, "sample_fewshot", lambda *a, **k: calls.append(a[1:]) or real(*a, **k))
+    (cell,) = expand(grid(toy, seeds=[7]))
+    train, _, sha = draws.fewshot_subset("toy", str(toy), 2, 7)                 # the cell's data
+    train2, _, manifest = draws.fewshot_draw("toy", str(toy), 2, 7)            # the cell's manifest file
+    assert calls == [(2, 7)] and sha == cell["manifest_sha256"] and train == train2
+    train.clear()                                                               # callers get their own lists
+    assert draws.fewshot_subset("toy", str(toy), 2, 7)[0] == train2
+
+
+def test_a_suite_setting_is_not_a_variant_even_where_only_some_methods_have_it(toy, monkeypatch):
+    from bench import cards
+
+    real = cards.suite
+    monkeypatch.setattr(cards, "suite", lambda name: {**real(name), "train": {"lam": 3.0}} if name == "toy" else
+                        real(name))
+    cells = expand(grid(toy, methods=["clipfit", "coop"], suite="toy", sets={"lr": 0.01}))
+    assert [c["config"]["variant"] for c in cells] == [{"lr": 0.01}, {"lr": 0.01}]
+    assert cells[0]["config"]["params"]["lam"] == 3.0

@@ -99,6 +99,17 @@ def test_clipfit_selects_exactly_text_cproj_biases_and_visual_layernorms(tiny_ba
     assert all(".ln_" in n for n in visual) and len(visual) == 2 * (2 + 2 * 2)   # ln_pre, ln_post, ln_1/ln_2 × 2
 
 
+def test_every_registered_method_that_trains_is_in_the_training_test():
+    """Derived from the registry, so a new method cannot be left out: each class that trains has a name in FAST."""
+    from bench.methods import METHODS
+
+    elsewhere = {"tip_adapter_f"}      # trains on the cache before_training builds: test_methods_wave2 (resume)
+    covered = {METHODS.get(n) for n in FAST}
+    missing = [n for n in METHODS.names() if METHODS.get(n).trains and METHODS.get(n) not in covered
+               and n not in elsewhere]
+    assert missing == [], f"add {missing} to FAST (an optimizer and a learning rate that move a tiny model)"
+
+
 @pytest.mark.parametrize("name", list(FAST))
 def test_training_lowers_loss_and_touches_only_trainable_tensors(name, toy, tiny_backbone):
     torch.manual_seed(0)

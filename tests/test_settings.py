@@ -154,7 +154,8 @@ def test_grid_file_settings_keep_their_yaml_types(toy, tmp_path):
                      source=None, targets=None, backbone=None, pretrained=None, activation=None,
                      data_root=str(toy), sets=["lr=1e-4"])
     grid = build_grid(args, prepare_world=False)
-    assert grid.sets == {"template": None, "lr": "1e-4"} and grid.shots == [1] and grid.methods == ["lora"]
+    assert grid.file_sets == {"template": None, "lr": 1.0e-3} and grid.sets == {"lr": "1e-4"}   # --set wins
+    assert grid.shots == [1] and grid.methods == ["lora"]
     cell = expand(grid)[0]
     assert cell["config"]["params"]["template"] is None and cell["config"]["train"]["lr"] == 1e-4
 

@@ -102,8 +102,8 @@ def _empty(cells):
 
 
 def _schema(cells):
-    edit_json(cells["zeroshot"] / "result.json", lambda r: r.update(schema_version=2))
-    return cells["zeroshot"] / "result.json", "schema_version 2, this bench reads 1"
+    edit_json(cells["zeroshot"] / "result.json", lambda r: r.update(schema_version=3))
+    return cells["zeroshot"] / "result.json", "schema_version 3 is not supported (this bench reads 1, 2)"
 
 
 def _flip_artifact_byte(cells):
@@ -255,3 +255,25 @@ def test_a_rerun_removes_what_killed_writes_left(swept, capsys, monkeypatch):
     assert (cells["clipfit"] / "result.json").exists() and not killed.exists()
     assert not old.exists() and young.exists()                    # a young one may be a write in progress
     assert [f.path for f in verify_tree(root).findings] == []
+
+
+V1_TREE = Path(__file__).parent / "data" / "results_v1"     # written by bench at schema 1 (zero-shot, ClipFit on toy)
+
+
+def test_a_version_1_tree_verifies_by_its_own_identity_rule(tmp_path, capsys):
+    root = tmp_path / "r"
+    shutil.copytree(V1_TREE, root)
+    code, lines = verify(root, capsys)
+    assert code == 0 and lines == [f"2 results checked under {root}: clean"]
+    clipfit = next((root / "runs").rglob("clipfit/*/result.json"))
+    edit_json(clipfit, lambda r: r["config"]["train"].update(eval_batch_size=7))   # hashed at schema 1
+    code, lines = verify(root, capsys)
+    assert code == 1 and "is not the hash of its config and manifest" in lines[0]
+
+
+def test_execution_settings_can_change_without_breaking_a_version_2_id(swept, capsys):
+    root, cells = swept
+    edit_json(cells["clipfit"] / "result.json", lambda r: r["config"]["train"].update(eval_batch_size=7, num_workers=3))
+    assert verify(root, capsys)[0] == 0
+    edit_json(cells["clipfit"] / "result.json", lambda r: r["config"]["train"].update(precision="bf16"))
+    assert verify(root, capsys)[0] == 1

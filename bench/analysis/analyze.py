@@ -109,8 +109,8 @@ def rebuild(result: dict, data_root: str):
 
     from bench import cards
     from bench.backbone import load_cell_backbone
+    from bench.data.draws import dataset_splits
     from bench.data.fewshot import base_new_split
-    from bench.grid import dataset_splits
     from bench.methods import build_method
 
     cfg = result["config"]

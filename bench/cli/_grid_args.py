@@ -44,6 +44,9 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-root", help="folder holding the CoOp-layout dataset folders ($DATA)")
     g.add_argument("--set", dest="sets", action="append", metavar="KEY=VALUE",
                    help="override a hyperparameter for every cell, e.g. --set epochs=5 --set lam=4")
+    g.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto",
+                   help="the device the cells are planned for, which `precision: auto` resolves by (bf16 on cuda, "
+                        "fp32 on cpu); auto: a GPU for SLURM profiles with GPUs and --gpus, else this machine's")
     g.add_argument("--config", type=Path, help="grid YAML (keys as the flags above); flags override it")
     g.add_argument("--results", type=Path, default=Path("results"), help="results root (default: results)")
 
@@ -113,7 +116,7 @@ def build_grid(args: argparse.Namespace, prepare_world: bool) -> Grid:
     if pretrained is None and not backbone.startswith(("local-dir:", "hf-hub:")) and not backbone.endswith(".json"):
         pretrained = "openai"
     activation = pick("activation")
-    sets = {**conf.get("set", {}), **parse_sets(args.sets)}
+    device, device_reason = target_device(args)
     return Grid(
         methods=as_list(pick("methods") or suite.get("methods") or DEFAULT_METHODS),
         datasets=as_list(pick("datasets") or suite.get("datasets") or []),
@@ -122,9 +125,24 @@ def build_grid(args: argparse.Namespace, prepare_world: bool) -> Grid:
         seeds=as_list(pick("seeds") or suite.get("seeds") or [1, 2, 3]),
         protocol=protocol,
         backbone=backbone, pretrained=pretrained, activation=None if activation == "auto" else activation,
-        data_root=data_root, suite=suite_name, sets=sets,
+        data_root=data_root, suite=suite_name, sets=parse_sets(args.sets), file_sets=conf.get("set", {}),
+        device=device, device_reason=device_reason,
         source=pick("source") or suite.get("source"), targets=as_list(pick("targets") or suite.get("targets")),
     )
+
+
+def target_device(args: argparse.Namespace) -> tuple[str, str]:
+    """(cuda | cpu, why) the grid's cells are planned for (bench.device_target)."""
+    from bench.device_target import planned_device
+
+    executor = getattr(args, "executor", "local")
+    gpus = None
+    if executor == "slurm" and getattr(args, "device", "auto") == "auto":
+        from bench.profiles import slurm_options
+
+        gpus = slurm_options(getattr(args, "profile", None),
+                             gpus_per_node=getattr(args, "gpus_per_node", None)).gpus_per_node
+    return planned_device(getattr(args, "device", "auto"), executor, gpus, local_gpus=bool(getattr(args, "gpus", None)))
 
 
 def mini_data_root(build: bool) -> Path:

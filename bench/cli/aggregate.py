@@ -72,7 +72,7 @@ def apply_filters(frame: Any, args: argparse.Namespace) -> Any:
         wanted = conv(value, f"--{flag}") if conv else [v.strip() for v in value.split(",") if v.strip()]
         if col == "shots" and "zeroshot" in set(frame["method"]):
             wanted = [*wanted, 0]                      # zero-shot (K = 0) is every K's baseline
-        kept = frame[frame[col].isin(wanted)]
+        kept = frame[frame[col].isin(wanted) | (frame["base_method"].isin(wanted) if col == "method" else False)]
         if kept.empty:
             have = ", ".join(map(str, sorted(set(frame[col].dropna()))[:20])) or "none"
             raise BenchError(f"--{flag} {value} matches no result; available: {have}")

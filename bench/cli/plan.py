@@ -7,6 +7,10 @@ EPILOG = """examples:
   bench plan                                          # the mini-world default
   bench plan --suite coop11 --data-root $DATA --methods clipfit,coop --shots 1,16 --seeds 1,2,3
   bench plan --protocol base2new --suite coop11 --data-root $DATA --executor slurm --profile local
+  bench plan --methods clipfit --shots 16 --seeds 1 --set lam=4 --explain   # each value and where it came from
+
+Settings, lowest precedence first: TrainConfig / Params defaults < method card params < card train < card
+overrides < suite train < suite method_settings < suite input < grid file (--config) set < --set.
 """
 
 
@@ -17,6 +21,8 @@ def add_arguments(p) -> None:
     p.add_argument("--executor", choices=["local", "slurm", "debug"], default="local")
     p.add_argument("--cells-per-job", type=int, default=1)
     p.add_argument("--profile", help="SLURM profile: a name (see `bench run --help`) or a YAML path")
+    p.add_argument("--explain", action="store_true",
+                   help="print every resolved setting of each cell and the layer it came from")
 
 
 def execute(args) -> int:
@@ -44,16 +50,34 @@ def execute(args) -> int:
         counts[status] += 1
         rows.append((cell["cell_id"], c["method"], c["dataset"], c["protocol"], c["shots"], c["seed"],
                      status, f"epochs={c['train'].get('epochs')} iters/K={c['train'].get('iters_per_shot')}"
-                     if c["train"] else ""))
+                     if "epochs" in c["train"] else ""))
     print(tabulate(rows, headers=["cell", "method", "dataset", "protocol", "K", "seed", "status", "budget"]))
+    if args.explain:
+        _explain(grid, cells)
     todo = counts["pending"] + counts["failed"]
     where = args.executor
     if args.executor == "slurm":
         jobs = -(-todo // max(args.cells_per_job, 1))
         where = f"slurm: {jobs} array task(s) of ≤{args.cells_per_job} cell(s), profile {args.profile or 'flags'}"
     print(f"\n{len(cells)} cells: {counts['completed']} completed, {counts['failed']} failed, "
-          f"{counts['running']} running, {counts['pending']} pending → {todo} to run on {where}; "
+          f"{counts['running']} running, {counts['pending']} pending → {todo} to run on {where}, planned for "
+          f"{grid.device} ({grid.device_reason}); "
           f"backbone {spec.label}/{spec.weights_label} ({spec.activation}: {spec.reason}), results in {args.results}")
     if spec.notice:
         print(f"note: {spec.notice}")
     return 0
+
+
+def _explain(grid, cells) -> None:
+    import json
+
+    from tabulate import tabulate
+
+    from bench.grid import explain
+
+    for cell in cells:
+        c = cell["config"]
+        print(f"\ncell {cell['cell_id']}: {c['method']} · {c['dataset']} · {c['protocol']} · K={c['shots']} · "
+              f"seed {c['seed']}")
+        rows = [(name, json.dumps(value, default=str), where) for name, value, where in explain(grid, cell)]
+        print(tabulate(rows, headers=["setting", "value", "from"], tablefmt="plain", disable_numparse=True))

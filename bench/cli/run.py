@@ -62,7 +62,7 @@ def execute(args) -> int:
         todo = [c for c in cells if args.force or status[c["cell_id"]] != "completed"]
     sweep_id = utcnow().replace(":", "").replace("-", "") + "-" + hashlib.sha256(
         "".join(c["cell_id"] for c in cells).encode()).hexdigest()[:8]
-    keys = ("method", "dataset", "protocol", "shots", "seed", "backbone", "pretrained", "activation")
+    keys = ("method", "variant", "dataset", "protocol", "shots", "seed", "backbone", "pretrained", "activation")
     sweep = {"sweep_id": sweep_id, "created_at": utcnow(), "executor": args.executor,
              "cells": [{"cell_id": c["cell_id"], **{k: c["config"][k] for k in keys}} for c in cells], "jobs": {}}
     print(f"{len(cells)} cells, {len(cells) - len(todo)} already complete, {len(todo)} to run "

@@ -45,11 +45,11 @@ def load_image(path: str) -> Image.Image:
     try:
         with Image.open(path) as img:
             return img.convert("RGB")
-    except UnidentifiedImageError:
-        raise BenchError(f"cannot read image {path}: not an image file (PIL cannot identify its format)") from None
+    except UnidentifiedImageError as err:
+        raise BenchError(f"cannot read image {path}: not an image file (PIL cannot identify its format)") from err
     except (OSError, ValueError) as err:
         raise BenchError(f"cannot read image {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
-                         ) from None
+                         ) from err
 
 
 class ImageSet(Dataset):

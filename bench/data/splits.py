@@ -87,9 +87,9 @@ def _read_split_json(card: DatasetCard, folder: Path) -> Splits:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise BenchError(f"malformed split file {path}: {err.msg} at line {err.lineno}") from None
-    except UnicodeDecodeError:
-        raise BenchError(f"malformed split file {path}: not UTF-8 text") from None
+        raise BenchError(f"malformed split file {path}: {err.msg} at line {err.lineno}") from err
+    except UnicodeDecodeError as err:
+        raise BenchError(f"malformed split file {path}: not UTF-8 text") from err
     if not isinstance(raw, dict):
         raise BenchError(f"malformed split file {path}: expected an object with train/val/test")
     image_dir = folder / card.image_dir
@@ -231,7 +231,7 @@ def _read_csv(card: DatasetCard, folder: Path) -> Splits:
         with open(path, newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
     except (UnicodeDecodeError, csv.Error) as err:
-        raise BenchError(f"malformed CSV {path}: {str(err).splitlines()[0]}") from None
+        raise BenchError(f"malformed CSV {path}: {str(err).splitlines()[0]}") from err
     if not rows or not {"path", "label"} <= set(rows[0]):
         raise BenchError(f"malformed CSV {path}: needs a header with path,label[,split]")
     for n, r in enumerate(rows):

@@ -7,8 +7,9 @@ Usage:
     >>> b2n = base2new_table(res.frame, res.expected)   # per dataset: Base/New seed means, HM of the means
     >>> base2new_average(b2n, res.frame)                # HM(avg Base, avg New), the CoCoOp convention
 
-Conventions (methods-and-protocol.md §3): std is the sample std over seeds (ddof=1); per dataset, HM is taken
-from the seed-averaged Base and New; the average row is HM of the dataset-averaged Base and New. Only completed
+Conventions (the HM as CoCoOp reports it, https://arxiv.org/abs/2203.05557): std is the sample std over seeds
+(ddof=1); per dataset, HM is taken from the seed-averaged Base and New; the average row is HM of the
+dataset-averaged Base and New. Only completed
 cells enter the tables; failed, malformed and missing cells are counted (`Results.completeness()`). Each value
 also gets a 95 % bootstrap interval over seeds and test images (`*_lo`, `*_hi`; bench.report.uncertainty).
 """

@@ -9,6 +9,12 @@ Usage:
 
 A malformed result.json or sweep file is skipped, counted and logged (or, with strict=True, a one-line error);
 when two cells share a KEY (e.g. a rerun after a config change) the completed, then the newer one wins.
+
+Variants: a cell run with settings its card and suite do not give (`--set lam=4`, recorded as `config.variant`)
+is a row of its own. `variant` holds its label ("lam=4", "" for the card's own settings and for schema-1
+results), `base_method` the card's name, and `method` names the row — the card's name, or `<card>@<label>`
+("clipfit@lam=4") — so every table, `bench compare clipfit clipfit@lam=4` and `aggregate` keep variants apart;
+`method_title` reads "ClipFit · lam=4".
 `bench.report.aggregate` turns the frame into the leaderboard's tables.
 """
 
@@ -25,15 +31,16 @@ from typing import Any
 import pandas as pd
 
 from bench.errors import BenchError
+from bench.schema import read_result, variant_label
 
 logger = logging.getLogger(__name__)
 
-KEY = ["backbone", "pretrained", "protocol", "method", "dataset", "shots", "seed"]
-COLUMNS = ["cell_id", "status", "method", "method_title", "dataset", "dataset_title", "suite", "protocol", "shots",
+KEY = ["backbone", "pretrained", "protocol", "method", "variant", "dataset", "shots", "seed"]
+COLUMNS = ["cell_id", "status", "method", "base_method", "variant", "method_title", "dataset", "dataset_title", "suite", "protocol", "shots",
            "seed", "backbone", "pretrained", "eval", "eval_title", "acc", "macro_f1", "n", "trainable_params",
            "total_params", "train_s", "eval_s", "images_per_s", "peak_mem_mb", "device", "git_sha", "finished_at",
            "path", "predictions"]
-EXPECTED_COLUMNS = ["cell_id", "method", "dataset", "protocol", "shots", "seed", "backbone", "pretrained"]
+EXPECTED_COLUMNS = ["cell_id", "method", "variant", "dataset", "protocol", "shots", "seed", "backbone", "pretrained"]
 EVAL_TITLES = {"all": "All", "base": "Base", "new": "New", "source": "Source", "target_avg": "Target avg"}
 _WARN_LINES = 5
 
@@ -99,7 +106,7 @@ def load_results(root: Path | str, strict: bool = False) -> Results:
         except ValueError as err:
             _skip(malformed, f"{path}: {err}", strict)
             continue
-        key = tuple(_labelled(doc["config"])[k] for k in KEY)
+        key = tuple({**doc["config"], **_labelled(doc["config"])}[k] for k in KEY)
         old = cells.get(key)
         if old is not None:
             keep, drop = (doc, old) if _newer(doc, old) else (old, doc)
@@ -138,38 +145,14 @@ def _warn(malformed: list[str], superseded: int) -> None:
     if len(malformed) > _WARN_LINES:
         logger.warning("... and %d more malformed files skipped", len(malformed) - _WARN_LINES)
     if superseded:
-        logger.warning("%d older result(s) superseded by a newer cell with the same method/dataset/protocol/"
-                       "shots/seed/backbone", superseded)
+        logger.warning("%d older result(s) superseded by a newer cell with the same method/variant/dataset/"
+                       "protocol/shots/seed/backbone", superseded)
 
 
 def _read_result(path: str) -> dict[str, Any]:
-    """Parse and check one result.json; any problem is a ValueError whose message is the reason."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"invalid JSON ({err})") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"unreadable ({err})") from None
-    if not isinstance(doc, dict):
-        raise ValueError("top level is not an object")
-    if doc.get("schema_version") != 1:
-        raise ValueError(f"schema_version {doc.get('schema_version')!r} is not supported (expected 1)")
-    if doc.get("status") not in ("completed", "failed"):
-        raise ValueError(f"status {doc.get('status')!r} is neither 'completed' nor 'failed'")
-    cfg = doc.get("config")
-    if not isinstance(cfg, dict):
-        raise ValueError("'config' is missing")
-    absent = [k for k in KEY if k not in cfg]
-    if absent or not doc.get("cell_id"):
-        raise ValueError(f"missing field(s) {', '.join(absent or ['cell_id'])}")
-    if doc["status"] == "completed":
-        metrics = doc.get("metrics")
-        if not isinstance(metrics, dict) or not metrics:
-            raise ValueError("completed cell without 'metrics'")
-        for name, m in metrics.items():
-            if not isinstance(m, dict) or not isinstance(m.get("acc"), (int, float)):
-                raise ValueError(f"metrics.{name}.acc is missing or not a number")
+    """Parse and check one result.json (bench.schema, the validation `bench verify` and the writer use); any
+    problem is a ValueError whose message is the reason."""
+    doc = read_result(path).to_dict()
     doc["_path"] = path
     return doc
 
@@ -182,12 +165,13 @@ def _newer(doc: dict[str, Any], old: dict[str, Any]) -> bool:
 
 def _rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     cfg, cost, env = doc["config"], doc.get("cost") or {}, doc.get("env") or {}
+    labelled = _labelled(cfg)
+    title = cfg.get("method_title") or cfg["method"]
     base = {
-        "cell_id": doc["cell_id"], "status": doc["status"], "method": cfg["method"],
-        "method_title": cfg.get("method_title") or cfg["method"], "dataset": cfg["dataset"],
+        "cell_id": doc["cell_id"], "status": doc["status"], **labelled,
+        "method_title": f"{title} · {labelled['variant']}" if labelled["variant"] else title, "dataset": cfg["dataset"],
         "dataset_title": cfg.get("dataset_title") or cfg["dataset"], "suite": cfg.get("suite"),
         "protocol": cfg["protocol"], "shots": int(cfg["shots"]), "seed": int(cfg["seed"]),
-        **_labelled(cfg),
         "trainable_params": cost.get("trainable_params"), "total_params": cost.get("total_params"),
         "train_s": cost.get("train_s"), "eval_s": cost.get("eval_s"), "images_per_s": cost.get("images_per_s"),
         "peak_mem_mb": cost.get("peak_mem_mb"), "device": cost.get("device"), "git_sha": env.get("git_sha"),
@@ -210,11 +194,14 @@ def _predictions_path(doc: dict[str, Any]) -> str | None:
 
 
 def _labelled(cfg: dict[str, Any]) -> dict[str, Any]:
-    """A cell's (backbone, pretrained) as tables show them: short labels, the activation in the backbone name."""
+    """A cell's (backbone, pretrained) as tables show them (short labels, the activation in the backbone name) and
+    its method as rows name it (the variant after an @)."""
     from bench.backbone_spec import display_backbone, weights_label
 
-    return {**cfg, "backbone": display_backbone(cfg["backbone"], cfg.get("activation")),
-            "pretrained": weights_label(cfg["pretrained"])}
+    variant = cfg["variant"] if isinstance(cfg.get("variant"), str) else variant_label(cfg.get("variant"))
+    return {"backbone": display_backbone(cfg["backbone"], cfg.get("activation")),
+            "pretrained": weights_label(cfg["pretrained"]), "base_method": cfg["method"], "variant": variant,
+            "method": f"{cfg['method']}@{variant}" if variant else cfg["method"]}
 
 
 def eval_title(name: str) -> str:
@@ -242,7 +229,7 @@ def _read_sweeps(sweeps: Path, malformed: list[str], strict: bool) -> pd.DataFra
                 doc = json.load(fh)
             listed = doc["cells"]
             for cell in listed:
-                cells.setdefault(cell["cell_id"], {k: _labelled(cell)[k] for k in EXPECTED_COLUMNS})
+                cells.setdefault(cell["cell_id"], {k: {**cell, **_labelled(cell)}[k] for k in EXPECTED_COLUMNS})
         except (OSError, ValueError, KeyError, TypeError) as err:
             reason = f"missing key {err}" if isinstance(err, KeyError) else str(err)
             _skip(malformed, f"{entry.path}: {reason}", strict)
