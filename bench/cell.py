@@ -16,6 +16,7 @@ import time
 import traceback
 from pathlib import Path
 
+import bench.mini  # noqa: F401  (registers the named weights "mini-world" that mini-world cells load)
 from bench import cards
 from bench.config import train_config
 from bench.errors import BenchError

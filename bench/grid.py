@@ -124,6 +124,12 @@ def _check_grid_settings(grid: Grid) -> None:
                                  f"nor the trainer has it; {hint}valid: {', '.join(sorted(known))}")
 
 
+def check_grid(grid: Grid) -> None:
+    """Every check that needs neither data nor weights — names, protocol, shots, settings and their values, the
+    backbone — as one-line errors: `bench run` runs it before it builds (or waits for) the mini world."""
+    expand(grid, with_data=False)
+
+
 def _layout(grid: Grid) -> list[tuple[str, list[str]]]:
     """(training dataset, evaluated targets) pairs for the protocol."""
     if grid.protocol in ("fewshot", "base2new"):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import bench.mini  # noqa: F401  (registers the named weights "mini-world")
 from bench import cards
 from bench.config import parse_sets
 from bench.errors import BenchError
-from bench.grid import PROTOCOLS, Grid
+from bench.grid import PROTOCOLS, Grid, check_grid
 
 DEFAULT_SHOTS = {"fewshot": [1, 2, 4, 8, 16], "base2new": [16], "xd": [16], "dg": [16]}
 DEFAULT_METHODS = "zeroshot,clipfit,coop,clip_adapter,lora,full_ft,linear_probe"
@@ -88,8 +89,11 @@ def read_grid_file(path: Path) -> dict:
     return out
 
 
-def build_grid(args: argparse.Namespace, prepare_world: bool) -> Grid:
-    """Merge --config YAML and flags; fill defaults from the suite (the mini world when nothing is given)."""
+def build_grid(args: argparse.Namespace, prepare_world: bool, before_data=None) -> Grid:
+    """Merge --config YAML and flags; fill defaults from the suite (the mini world when nothing is given).
+
+    Every check of names, flags and settings (`check_grid`, then `before_data`: the caller's own, e.g. the results
+    root) runs before the data root is demanded or the mini world is built or waited for."""
     conf = read_grid_file(args.config) if args.config else {}
 
     def pick(name, key=None):
@@ -104,17 +108,13 @@ def build_grid(args: argparse.Namespace, prepare_world: bool) -> Grid:
     suite = cards.suite(suite_name) if suite_name else {}
     protocol = pick("protocol") or "fewshot"
     data_root = pick("data_root") or suite.get("data_root")
-    if data_root == "mini-world":
-        data_root = str(mini_data_root(build=prepare_world))
-    if data_root is None:
-        raise BenchError("--data-root is required with --backbone/--datasets (or use --suite mini)")
     backbone = pick("backbone") or suite.get("backbone") or "ViT-B-16"
     pretrained = pick("pretrained") or suite.get("pretrained")
     if pretrained is None and not backbone.startswith(("local-dir:", "hf-hub:")) and not backbone.endswith(".json"):
         pretrained = "openai"
     activation = pick("activation")
     sets = {**conf.get("set", {}), **parse_sets(args.sets)}
-    return Grid(
+    grid = Grid(
         methods=as_list(pick("methods") or suite.get("methods") or DEFAULT_METHODS),
         datasets=as_list(pick("datasets") or suite.get("datasets") or []),
         shots=as_list(pick("shots") or (suite.get("shots") if protocol == "fewshot" else None)
@@ -122,9 +122,17 @@ def build_grid(args: argparse.Namespace, prepare_world: bool) -> Grid:
         seeds=as_list(pick("seeds") or suite.get("seeds") or [1, 2, 3]),
         protocol=protocol,
         backbone=backbone, pretrained=pretrained, activation=None if activation == "auto" else activation,
-        data_root=data_root, suite=suite_name, sets=sets,
+        data_root=data_root or "", suite=suite_name, sets=sets,
         source=pick("source") or suite.get("source"), targets=as_list(pick("targets") or suite.get("targets")),
     )
+    check_grid(grid)
+    if before_data is not None:
+        before_data()
+    if data_root == "mini-world":
+        grid.data_root = str(mini_data_root(build=prepare_world))
+    elif data_root is None:
+        raise BenchError("--data-root is required with --backbone/--datasets (or use --suite mini)")
+    return grid
 
 
 def mini_data_root(build: bool) -> Path:

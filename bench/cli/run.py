@@ -50,11 +50,16 @@ def execute(args) -> int:
     from bench.grid import expand
     from bench.results import ResultStore, utcnow
 
-    grid = build_grid(args, prepare_world=True)
+    store = ResultStore(args.results)
+
+    def flag_checks() -> None:                 # before the mini world is built or waited for
+        if args.executor in ("slurm", "debug"):
+            _slurm_options(args)
+        store.check_writable()                 # last: it creates the results root
+
+    grid = build_grid(args, prepare_world=True, before_data=flag_checks)
     cells = expand(grid)
     spec = resolve_backbone(grid.backbone, grid.pretrained, grid.activation)   # the notice, if any: _check_backbone
-    store = ResultStore(args.results)
-    store.check_writable()
     status = {c["cell_id"]: store.status(c) for c in cells}
     if args.retry_failed:
         todo = [c for c in cells if status[c["cell_id"]] == "failed"]
