@@ -111,6 +111,7 @@ def _execute(cell: dict, run_dir: Path, result: dict) -> None:
     from bench.checkpoint import save_tensors
     from bench.evaluator import EvalOptions, FeatureCache, evaluate, image_features
     from bench.methods import build_method
+    from bench import regime
     from bench.methods.base import FitData
     from bench.trainer import autocast_dtype
     from bench.trainer import train as train_method
@@ -126,6 +127,7 @@ def _execute(cell: dict, run_dir: Path, result: dict) -> None:
         torch.cuda.reset_peak_memory_stats(device)             # each cell reports its own peak (cells share workers)
     tcfg = train_config(cfg["train"])
     bb = load_cell_backbone(cfg)                                # cached per process: may or may not draw RNG
+    bb = regime.cell_backbone(bb, tcfg.precision, device)       # pure fp16 (published regime): CLIP in fp16
     torch.manual_seed(cfg["seed"])                              # so seed after it: same init in any process
     method = build_method(cfg["method"], bb, train_names, card.template, cfg["params"], dataset=card.name,
                           truncate_text=tcfg.fast)
@@ -135,8 +137,10 @@ def _execute(cell: dict, run_dir: Path, result: dict) -> None:
     opts = EvalOptions(amp=autocast_dtype(tcfg, device), fast=tcfg.fast, batch_size=tcfg.test_batch_size,
                        fast_batch_size=tcfg.eval_batch_size, num_workers=tcfg.num_workers)
     fit = FitData(train_items, val_items, val_full, tcfg, device, cfg["seed"],
-                  features=lambda items: image_features(method, items, device, opts, cache))
+                  features=lambda items: image_features(method, items, device, opts, cache),
+                  test=regime.test_items(cfg, evals))            # only where the settings select on the test set
     method.before_training(fit)                                  # a no-op but for data-dependent methods (Tip-Adapter)
+    regime.prepare(method, tcfg)                                 # pure fp16: the official fp16 tensors
     stats = None
     if method.trains:
         stats = train_method(method, train_items, tcfg, cfg["shots"], cfg["seed"], device, run_dir / "ckpt")

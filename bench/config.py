@@ -22,6 +22,7 @@ import yaml
 
 from bench import cards, settings
 from bench.errors import BenchError
+from bench.regime import regime_settings
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class TrainConfig:
     warmup_iters: int = 0                  # cosine_iter: linear warm-up from 0 over this many iterations
     min_lr: float = 0.0                    # cosine floor (CLIP-LoRA: 1e-6)
     precision: str = "auto"                # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16 | fp16 (fp32 master weights)
+                                           # | pure_fp16 (the official fp16 regime: fp16 weights, no master copy, no scaler)
     test_batch_size: int = 100             # slow path (Dassl's test batch)
     eval_batch_size: int = 500             # fast path: batches read from the decoded test cache
     num_workers: int = 0
@@ -82,7 +84,7 @@ LIMITS: dict[str, Any] = {
     "warmup_lr": "[0, inf)",
     "warmup_iters": "[0, inf)",
     "min_lr": "[0, inf)",
-    "precision": ["auto", "fp32", "bf16", "fp16"],
+    "precision": ["auto", "fp32", "bf16", "fp16", "pure_fp16"],
     "test_batch_size": "[1, inf)",
     "eval_batch_size": "[1, inf)",
     "num_workers": "[0, inf)",
@@ -151,8 +153,10 @@ def parse_sets(items: list[str] | None) -> dict[str, Any]:
 
 
 def resolve(method: str, dataset: str, protocol: str, shots: int, suite: dict[str, Any] | None = None,
-            sets: dict[str, Any] | None = None, only_known: bool = False) -> tuple[dict[str, Any], TrainConfig]:
-    """Return (method params, TrainConfig) for one cell, applying every layer in precedence order.
+            sets: dict[str, Any] | None = None, only_known: bool = False,
+            regime: str = "default") -> tuple[dict[str, Any], TrainConfig]:
+    """Return (method params, TrainConfig) for one cell, applying every layer in precedence order (the regime's
+    settings, bench.regime, come after the card's overrides and before the suite and --set).
 
     Every value is coerced to its field's type and range-checked (BenchError naming the layer). `only_known`:
     the grid-wide layers (suite `train`, --set) skip names this method does not have; `bench.grid` checks that
@@ -173,6 +177,7 @@ def resolve(method: str, dataset: str, protocol: str, shots: int, suite: dict[st
             raise BenchError(f"method card {card.path}: overrides[{i}] needs 'when' and 'set'")
         if _matches(rule.get("when") or {}, ctx):
             _apply(method, params, train, rule["set"], f"method card {card.path} overrides[{i}]")
+    _apply(method, params, train, regime_settings(method, dataset, regime), f"regime {regime}")
     suite = suite or {}
     _apply(method, params, train, suite.get("train"), "suite train settings", only_known)
     _apply(method, params, train, (suite.get("method_settings") or {}).get(method), f"suite settings for {method}")

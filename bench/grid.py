@@ -29,6 +29,7 @@ from bench.config import TRAIN_KEYS, as_dict, eval_settings, known_settings, res
 from bench.data.fewshot import manifest, manifest_sha256, sample_fewshot
 from bench.data.splits import read_splits
 from bench.errors import BenchError
+from bench.regime import check_regime
 
 PROTOCOLS = ("fewshot", "base2new", "xd", "dg")
 DG_TARGETS = ["imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r"]
@@ -49,6 +50,7 @@ class Grid:
     activation: str | None = None      # quick_gelu | gelu | None (decided from the weights, see backbone_spec)
     source: str | None = None          # xd/dg: the training dataset (default imagenet)
     targets: list[str] | None = None   # xd/dg: evaluated datasets (default: the other datasets / the variants)
+    regime: str = "default"            # default | published (bench.regime): part of a non-default cell's config
 
 
 def canonical_hash(obj: Any) -> str:
@@ -95,6 +97,7 @@ def _check(grid: Grid) -> None:
         from bench.errors import did_you_mean
 
         raise did_you_mean("protocol", grid.protocol, PROTOCOLS)
+    check_regime(grid.regime)
     for k in grid.shots:
         if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
             raise BenchError(f"shots must be positive integers, got {k!r}")
@@ -158,7 +161,8 @@ def expand(grid: Grid, with_data: bool = True) -> list[dict]:
             dcard = cards.dataset_card(dataset)
             for k in shots:
                 for seed in seeds:
-                    params, train = resolve(method, dataset, grid.protocol, k, suite, grid.sets, only_known=True)
+                    params, train = resolve(method, dataset, grid.protocol, k, suite, grid.sets, only_known=True,
+                                            regime=grid.regime)
                     config = {
                         "method": method, "method_title": mcard.title, "method_version": mcard.version,
                         "params": params, "train": as_dict(train) if mcard.uses_shots else eval_settings(train),
@@ -168,6 +172,8 @@ def expand(grid: Grid, with_data: bool = True) -> list[dict]:
                         "targets": targets,
                         "target_versions": {t: cards.dataset_card(t).version for t in targets},
                     }
+                    if grid.regime != "default":          # default cells keep the ids they always had
+                        config["regime"] = grid.regime
                     sha = None
                     if with_data and mcard.uses_shots:
                         sha = fewshot_subset(dataset, grid.data_root, k, seed)[2]

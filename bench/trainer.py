@@ -93,7 +93,8 @@ def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None
     """None = plain fp32. Weights always stay fp32 (master weights); autocast runs the matmuls in low precision."""
     if cfg.precision == "fp32" or (cfg.precision == "auto" and device.type != "cuda"):
         return None
-    return {"auto": torch.bfloat16, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
+    return {"auto": torch.bfloat16, "bf16": torch.bfloat16, "fp16": torch.float16,
+            "pure_fp16": torch.float16}[cfg.precision]              # pure_fp16: fp16 weights too (bench.regime)
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

@@ -128,5 +128,5 @@ def test_a_good_run_still_asks_for_the_world(tmp_path, monkeypatch):
                  targets=None, backbone=None, pretrained=None, activation=None, data_root=None, sets=[],
                  datasets=None)
     checks = []
-    grid = _grid_args.build_grid(Namespace(**blank), prepare_world=True, before_data=lambda: checks.append(1))
-    assert asked == [True] and checks == [1] and grid.data_root == str(tmp_path)
+    grid = _grid_args.build_grid(Namespace(**blank), prepare_world=True, before_data=lambda g: checks.append(g.regime))
+    assert asked == [True] and checks == ["default"] and grid.data_root == str(tmp_path)

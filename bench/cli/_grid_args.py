@@ -43,6 +43,9 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--activation", choices=["auto", "quick_gelu", "gelu"],
                    help="MLP activation; auto (default) follows the weights: QuickGELU for OpenAI's")
     g.add_argument("--data-root", help="folder holding the CoOp-layout dataset folders ($DATA)")
+    g.add_argument("--regime", choices=["default", "published"],
+                   help="default (bench's numerics, validation-only selection) | published (each method as its "
+                        "official code ran: pure fp16, test-set selection where it did; rows are marked)")
     g.add_argument("--set", dest="sets", action="append", metavar="KEY=VALUE",
                    help="override a hyperparameter for every cell, e.g. --set epochs=5 --set lam=4")
     g.add_argument("--config", type=Path, help="grid YAML (keys as the flags above); flags override it")
@@ -51,7 +54,7 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> None:
 
 GRID_KEYS = {"methods": "names", "datasets": "names", "targets": "names", "shots": "ints", "seeds": "ints",
              "suite": "str", "protocol": "str", "source": "str", "backbone": "str", "pretrained": "str",
-             "activation": "str", "data_root": "str", "set": "mapping"}
+             "activation": "str", "data_root": "str", "set": "mapping", "regime": "str"}
 
 
 def read_grid_file(path: Path) -> dict:
@@ -124,10 +127,11 @@ def build_grid(args: argparse.Namespace, prepare_world: bool, before_data=None) 
         backbone=backbone, pretrained=pretrained, activation=None if activation == "auto" else activation,
         data_root=data_root or "", suite=suite_name, sets=sets,
         source=pick("source") or suite.get("source"), targets=as_list(pick("targets") or suite.get("targets")),
+        regime=pick("regime") or "default",
     )
     check_grid(grid)
     if before_data is not None:
-        before_data()
+        before_data(grid)
     if data_root == "mini-world":
         grid.data_root = str(mini_data_root(build=prepare_world))
     elif data_root is None:

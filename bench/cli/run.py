@@ -48,13 +48,19 @@ def execute(args) -> int:
     from bench.backbone_spec import resolve_backbone
     from bench.cli._grid_args import build_grid
     from bench.grid import expand
+    from bench.regime import marks
     from bench.results import ResultStore, utcnow
 
     store = ResultStore(args.results)
 
-    def flag_checks() -> None:                 # before the mini world is built or waited for
+    def flag_checks(grid) -> None:             # before the mini world is built or waited for
         if args.executor in ("slurm", "debug"):
             _slurm_options(args)
+        elif grid.regime != "default" and not args.gpus:      # pure fp16 on this machine's device
+            from bench.cell import _device
+            from bench.regime import check_fp16
+
+            check_fp16(_device())
         store.check_writable()                 # last: it creates the results root
 
     grid = build_grid(args, prepare_world=True, before_data=flag_checks)
@@ -69,7 +75,9 @@ def execute(args) -> int:
         "".join(c["cell_id"] for c in cells).encode()).hexdigest()[:8]
     keys = ("method", "dataset", "protocol", "shots", "seed", "backbone", "pretrained", "activation")
     sweep = {"sweep_id": sweep_id, "created_at": utcnow(), "executor": args.executor,
-             "cells": [{"cell_id": c["cell_id"], **{k: c["config"][k] for k in keys}} for c in cells], "jobs": {}}
+             "cells": [{"cell_id": c["cell_id"], **{k: c["config"][k] for k in keys},
+                        **({"regime": c["config"].get("regime", "default"), "params": c["config"]["params"]}
+                           if marks(c["config"]) else {})} for c in cells], "jobs": {}}
     print(f"{len(cells)} cells, {len(cells) - len(todo)} already complete, {len(todo)} to run "
           f"({spec.label}/{spec.weights_label}, {spec.activation}; results in {args.results})", flush=True)
     cluster = bool(todo) and args.executor in ("slurm", "debug")

@@ -28,7 +28,7 @@ from bench.errors import BenchError
 
 logger = logging.getLogger(__name__)
 
-KEY = ["backbone", "pretrained", "protocol", "method", "dataset", "shots", "seed"]
+KEY = ["backbone", "pretrained", "protocol", "method", "dataset", "shots", "seed", "regime"]
 COLUMNS = ["cell_id", "status", "method", "method_title", "dataset", "dataset_title", "suite", "protocol", "shots",
            "seed", "backbone", "pretrained", "eval", "eval_title", "acc", "macro_f1", "n", "trainable_params",
            "total_params", "train_s", "eval_s", "images_per_s", "peak_mem_mb", "device", "git_sha", "finished_at",
@@ -160,7 +160,7 @@ def _read_result(path: str) -> dict[str, Any]:
     cfg = doc.get("config")
     if not isinstance(cfg, dict):
         raise ValueError("'config' is missing")
-    absent = [k for k in KEY if k not in cfg]
+    absent = [k for k in KEY if k not in {"regime": "default", **cfg}]          # older results have no regime
     if absent or not doc.get("cell_id"):
         raise ValueError(f"missing field(s) {', '.join(absent or ['cell_id'])}")
     if doc["status"] == "completed":
@@ -212,9 +212,10 @@ def _predictions_path(doc: dict[str, Any]) -> str | None:
 def _labelled(cfg: dict[str, Any]) -> dict[str, Any]:
     """A cell's (backbone, pretrained) as tables show them: short labels, the activation in the backbone name."""
     from bench.backbone_spec import display_backbone, weights_label
+    from bench.regime import report_labels
 
     return {**cfg, "backbone": display_backbone(cfg["backbone"], cfg.get("activation")),
-            "pretrained": weights_label(cfg["pretrained"])}
+            "pretrained": weights_label(cfg["pretrained"]), **report_labels(cfg)}
 
 
 def eval_title(name: str) -> str:
