@@ -107,11 +107,11 @@ def _evaluations(cell, card, splits, train, val, base_new_split):
 def _execute(cell: dict, run_dir: Path, result: dict) -> None:
     import torch
 
+    from bench import regime
     from bench.backbone import load_cell_backbone
     from bench.checkpoint import save_tensors
     from bench.evaluator import EvalOptions, FeatureCache, evaluate, image_features
     from bench.methods import build_method
-    from bench import regime
     from bench.methods.base import FitData
     from bench.trainer import autocast_dtype
     from bench.trainer import train as train_method
