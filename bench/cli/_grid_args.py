@@ -100,7 +100,7 @@ def build_grid(args: argparse.Namespace, prepare_world: bool, before_data=None) 
     conf = read_grid_file(args.config) if args.config else {}
 
     def pick(name, key=None):
-        value = getattr(args, name)
+        value = getattr(args, name, None)            # (a Namespace from code may lack newer flags)
         return value if value is not None else conf.get(key or name)
 
     as_list = lambda v: name_list(v) if isinstance(v, str) else v  # noqa: E731
