@@ -79,7 +79,8 @@ def execute(args) -> int:
                         **({"regime": c["config"].get("regime", "default"), "params": c["config"]["params"]}
                            if marks(c["config"]) else {})} for c in cells], "jobs": {}}
     print(f"{len(cells)} cells, {len(cells) - len(todo)} already complete, {len(todo)} to run "
-          f"({spec.label}/{spec.weights_label}, {spec.activation}; results in {args.results})", flush=True)
+          f"({spec.label}/{spec.weights_label}, {spec.activation}"
+          + (f", regime {grid.regime}" if grid.regime != "default" else "") + f"; results in {args.results})", flush=True)
     cluster = bool(todo) and args.executor in ("slurm", "debug")
     options = _slurm_options(args) if cluster else None
     if todo:
