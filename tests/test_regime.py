@@ -107,6 +107,35 @@ def test_the_fp16_autocast_regime_keeps_its_scaler(toy, tiny_backbone, tmp_path)
     assert method.ctx.dtype == torch.float32 and _checkpoint_meta(tmp_path / "ckpt")["grad_scaler"]
 
 
+def test_published_promptsrc_aggregates_the_whole_model_each_tensor_in_its_dtype(tiny_backbone):
+    """Official GPA: every tensor of the state dict, frozen fp16 weights included, weighted and summed in its own
+    dtype (so a frozen weight moves by fp16 rounding); bench's default averages the prompts only, in fp32."""
+    import torch
+
+    from bench import regime
+    from bench.config import TrainConfig
+    from bench.methods.promptsrc import gpa_weights
+
+    m = _build("promptsrc", tiny_backbone)
+    regime.prepare(m, TrainConfig(precision="pure_fp16"))
+    assert m.p.gpa_scope == "model"
+    frozen = m.clip.transformer.resblocks[0].mlp.c_fc.weight
+    start, ctx = frozen.detach().clone(), m.ctx.detach().clone()
+    w = gpa_weights(3, m.p.gpa_mean, m.p.gpa_std, m.p.gpa_epochs)
+    for epoch in (1, 2, 3):
+        m.on_epoch_end(epoch, 3)
+    expected = start * w[0] + start * w[1] + start * w[2]                          # fp16 arithmetic, as official
+    assert frozen.dtype == torch.float16 and torch.equal(frozen.detach(), expected)
+    assert m.ctx.dtype == torch.float16 and torch.equal(m.ctx.detach(), ctx * w[0] + ctx * w[1] + ctx * w[2])
+
+    default = _build("promptsrc", tiny_backbone, precision="auto")
+    default_frozen = default.clip.transformer.resblocks[0].mlp.c_fc.weight.detach().clone()
+    default.p = type(default.p)(**{**default.p.__dict__, "gpa_scope": "prompts"})
+    for epoch in (1, 2, 3):
+        default.on_epoch_end(epoch, 3)
+    assert torch.equal(default.clip.transformer.resblocks[0].mlp.c_fc.weight, default_frozen)
+
+
 class _ScriptedF:
     """Tip-Adapter-F's selection logic with scripted test accuracies."""
 
