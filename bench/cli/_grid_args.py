@@ -10,6 +10,7 @@ from bench import cards
 from bench.config import parse_sets
 from bench.errors import BenchError
 from bench.grid import PROTOCOLS, Grid, check_grid
+from bench.regime import REGIMES
 
 DEFAULT_SHOTS = {"fewshot": [1, 2, 4, 8, 16], "base2new": [16], "xd": [16], "dg": [16]}
 DEFAULT_METHODS = "zeroshot,clipfit,coop,clip_adapter,lora,full_ft,linear_probe"
@@ -43,7 +44,7 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--activation", choices=["auto", "quick_gelu", "gelu"],
                    help="MLP activation; auto (default) follows the weights: QuickGELU for OpenAI's")
     g.add_argument("--data-root", help="folder holding the CoOp-layout dataset folders ($DATA)")
-    g.add_argument("--regime", choices=["default", "published"],
+    g.add_argument("--regime", choices=REGIMES,
                    help="default (bench's numerics, validation-only selection) | published (each method as its "
                         "official code ran: pure fp16, test-set selection where it did; rows are marked)")
     g.add_argument("--set", dest="sets", action="append", metavar="KEY=VALUE",
