@@ -1,5 +1,6 @@
 """The one door to open_clip: build a CLIP (random, hub tag, local file, TorchScript release, custom architecture,
-local-dir:/hf-hub:, or the mini world) with the activation its weights were trained with, and its tokenizer.
+local-dir:/hf-hub:, or named weights a provider registered, such as `mini-world`) with the activation its
+weights were trained with, and its tokenizer.
 
 Usage:
     >>> from bench.backbone import load_backbone
@@ -33,9 +34,12 @@ from open_clip.transformer import QuickGELU, text_global_pool
 
 from bench.backbone_spec import (
     CONFIG_DIR,
+    NAMED_WEIGHTS,
     OPENAI_EXTRA_KEYS,
     SCHEMES,
     BackboneSpec,
+    is_named_weights,
+    named_weights_path,
     resolve_backbone,
     sniff_weights,
     spec_from_cell,
@@ -106,15 +110,13 @@ def _register(spec: BackboneSpec) -> None:
 def _weights(spec: BackboneSpec) -> str | None:
     """The tag or file to load; checks a tag against open_clip and the activation bench planned for it."""
     weights = spec.pretrained
-    if weights == "mini-world":
-        from bench.mini.world import ensure_world
-
-        return str(ensure_world().checkpoint)
+    if is_named_weights(weights):
+        return named_weights_path(weights)
     if weights is None or spec.arch.startswith(SCHEMES) or Path(weights).is_file():
         return weights
     cfg = open_clip.get_pretrained_cfg(spec.arch, weights)
     if not cfg:
-        tags = open_clip.list_pretrained_tags_by_model(spec.arch)
+        tags = open_clip.list_pretrained_tags_by_model(spec.arch) + NAMED_WEIGHTS.names()
         raise did_you_mean(f"pretrained tag for {spec.arch}", weights, tags or ["<none: pass a local file>"])
     trained = "quick_gelu" if cfg.get("quick_gelu", False) else "gelu"
     if trained != spec.activation and not spec.explicit:
@@ -133,7 +135,7 @@ def check_backbone(name: str, pretrained: str | None, activation: str | None = N
     spec = resolve_backbone(name, pretrained, activation, arch_config)
     if spec.notice:
         logger.warning("%s", spec.notice)
-    if spec.pretrained != "mini-world":
+    if not is_named_weights(spec.pretrained):            # a named provider may build its weights: not here
         _weights(spec)
     logger.info("backbone %s, weights %s, activation %s (%s)", spec.label, spec.weights_label, spec.activation,
                 spec.reason)

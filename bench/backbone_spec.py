@@ -9,7 +9,12 @@ Usage:
 `backbone` is an open_clip or bench architecture name, a JSON architecture file (`path/to/arch.json`, open_clip's
 model-config format, named by its file stem), or open_clip's `local-dir:DIR` / `hf-hub:org/repo` (config and
 weights from there). `pretrained` is an open_clip tag, a local weights file (.pt/.pth/.bin/.safetensors,
-OpenAI's TorchScript release archives included), `mini-world`, or none/random.
+OpenAI's TorchScript release archives included), a registered name (`mini-world`), or none/random.
+
+Named weights: a provider registers a name and how it resolves to a checkpoint file (`register_named_weights`);
+the mini world registers `mini-world` when `bench.mini` is imported, and third-party packages can do the same
+through the `bench.weights` entry-point group. This module and bench.backbone only look names up, so the backbone
+door does not depend on any provider.
 
 Activation: OpenAI CLIP (and several other releases) was trained with QuickGELU, x·σ(1.702x), but open_clip
 builds nn.GELU unless told. Bench decides, in this order: `--activation` > what the weights say (the tag's
@@ -33,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError, did_you_mean
+from bench.registry import Registry
 
 CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 RANDOM = (None, "", "none", "random")
@@ -45,7 +51,7 @@ OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")   # onl
 @dataclass(frozen=True)
 class BackboneSpec:
     arch: str                          # open_clip name (a JSON file's stem) or "local-dir:/abs" / "hf-hub:org/repo"
-    pretrained: str | None             # tag, absolute weights path, "mini-world", or None (random)
+    pretrained: str | None             # tag, absolute weights path, registered name ("mini-world"), or None (random)
     activation: str                    # quick_gelu | gelu
     arch_json: str | None = None       # a JSON architecture file's config (canonical JSON), carried to workers
     explicit: bool = False             # the activation was chosen by the user
@@ -68,6 +74,24 @@ class BackboneSpec:
         """The keys a cell's config holds for its backbone (all part of the cell id)."""
         return {"backbone": self.arch, "pretrained": self.pretrained, "activation": self.activation,
                 "backbone_config": self.arch_config}
+
+
+NAMED_WEIGHTS: Registry = Registry("named weights", entry_point_group="bench.weights")
+
+
+def register_named_weights(name: str, target) -> None:
+    """`name` resolves through `target`, a callable (or a lazy "module:function") returning the checkpoint path;
+    it may build the weights first (the mini world does)."""
+    NAMED_WEIGHTS.register_lazy(name, target) if isinstance(target, str) else NAMED_WEIGHTS.register(name)(target)
+
+
+def is_named_weights(pretrained: str | None) -> bool:
+    return pretrained is not None and pretrained in NAMED_WEIGHTS.names()
+
+
+def named_weights_path(name: str) -> str:
+    """The checkpoint file a registered name stands for (its provider may build it now)."""
+    return str(NAMED_WEIGHTS.get(name)())
 
 
 def backbone_label(arch: str) -> str:
@@ -194,7 +218,7 @@ def _pretrained(arch: str, pretrained: str | None) -> str | None:
         return None
     if arch.startswith(SCHEMES):
         raise BenchError(f"backbone {arch} brings its own weights; drop --pretrained {pretrained}")
-    if pretrained == "mini-world":
+    if is_named_weights(pretrained):
         return pretrained
     if pretrained.endswith(WEIGHT_SUFFIXES) or "/" in pretrained:
         path = Path(pretrained).expanduser()
@@ -221,7 +245,7 @@ def resolve_backbone(backbone: str, pretrained: str | None = None, activation: s
     notice = None
     if activation in ACTIVATIONS:
         act, reason = activation, "chosen with --activation"
-    elif weights is None or weights == "mini-world" or arch.startswith(SCHEMES):
+    elif weights is None or is_named_weights(weights) or arch.startswith(SCHEMES):
         act, reason = arch_act, f"the architecture config of {backbone_label(arch)}"
     elif Path(weights).is_file():
         kind = _sniff(weights, *_stamp(Path(weights)))

@@ -16,6 +16,7 @@ import time
 import traceback
 from pathlib import Path
 
+import bench.mini  # noqa: F401  (registers the named weights "mini-world" that mini-world cells load)
 from bench import cards
 from bench.config import train_config
 from bench.errors import BenchError
@@ -107,6 +108,7 @@ def _evaluations(cell, card, splits, train, val, base_new_split):
 def _execute(cell: dict, run_dir: Path, result: dict) -> None:
     import torch
 
+    from bench import regime
     from bench.backbone import load_cell_backbone
     from bench.checkpoint import save_tensors
     from bench.evaluator import EvalOptions, FeatureCache, evaluate, image_features
@@ -126,6 +128,7 @@ def _execute(cell: dict, run_dir: Path, result: dict) -> None:
         torch.cuda.reset_peak_memory_stats(device)             # each cell reports its own peak (cells share workers)
     tcfg = train_config(cfg["train"])
     bb = load_cell_backbone(cfg)                                # cached per process: may or may not draw RNG
+    bb = regime.cell_backbone(bb, tcfg.precision, device)       # pure fp16 (published regime): CLIP in fp16
     torch.manual_seed(cfg["seed"])                              # so seed after it: same init in any process
     method = build_method(cfg["method"], bb, train_names, card.template, cfg["params"], dataset=card.name,
                           truncate_text=tcfg.fast).to(device)    # on the training device before any hook runs
@@ -137,8 +140,10 @@ def _execute(cell: dict, run_dir: Path, result: dict) -> None:
     result["runtime"] = {"device": _device_name(device),          # what ran (the config holds what was planned)
                          "precision": resolved_precision(tcfg, device)}
     fit = FitData(train_items, val_items, val_full, tcfg, device, cfg["seed"],
-                  features=lambda items: image_features(method, items, device, opts, cache))
+                  features=lambda items: image_features(method, items, device, opts, cache),
+                  test=regime.test_items(cfg, evals))            # only where the settings select on the test set
     method.before_training(fit)                                  # a no-op but for data-dependent methods (Tip-Adapter)
+    regime.prepare(method, tcfg)                                 # pure fp16: the official fp16 tensors
     stats = None
     if method.trains:
         stats = train_method(method, train_items, tcfg, cfg["shots"], cfg["seed"], device, run_dir / "ckpt")

@@ -1,5 +1,6 @@
-"""Resolve a cell's settings through nine layers, lowest first (LAYERS): code defaults < card params < card train <
-card overrides < suite train < suite method_settings < suite input < the grid file's set < --set.
+"""Resolve a cell's settings through ten layers, lowest first (LAYERS): code defaults < card params < card train <
+card overrides < the regime (--regime published) < suite train < suite method_settings < suite input < the grid
+file's set < --set.
 
 Usage:
     >>> from bench.config import resolve
@@ -23,6 +24,7 @@ import yaml
 
 from bench import cards, settings
 from bench.errors import BenchError
+from bench.regime import regime_settings
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ class TrainConfig:
     warmup_iters: int = 0                  # cosine_iter: linear warm-up from 0 over this many iterations
     min_lr: float = 0.0                    # cosine floor (CLIP-LoRA: 1e-6)
     precision: str = "auto"                # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16 | fp16 (fp32 master weights)
+                                           # | pure_fp16 (the official fp16 regime: fp16 weights, no master copy, no scaler)
     test_batch_size: int = 100             # slow path (Dassl's test batch)
     eval_batch_size: int = 500             # fast path: batches read from the decoded test cache
     num_workers: int = 0
@@ -102,7 +105,7 @@ LIMITS: dict[str, Any] = {
     "warmup_lr": "[0, inf)",
     "warmup_iters": "[0, inf)",
     "min_lr": "[0, inf)",
-    "precision": ["auto", "fp32", "bf16", "fp16"],
+    "precision": ["auto", "fp32", "bf16", "fp16", "pure_fp16"],
     "test_batch_size": "[1, inf)",
     "eval_batch_size": "[1, inf)",
     "num_workers": "[0, inf)",
@@ -175,8 +178,9 @@ def parse_sets(items: list[str] | None) -> dict[str, Any]:
 
 def resolve(method: str, dataset: str, protocol: str, shots: int, suite: dict[str, Any] | None = None,
             sets: dict[str, Any] | None = None, only_known: bool = False, file_sets: dict[str, Any] | None = None,
-            origins: dict[str, str] | None = None) -> tuple[dict[str, Any], TrainConfig]:
-    """Return (method params, TrainConfig) for one cell, applying every layer in precedence order (LAYERS).
+            origins: dict[str, str] | None = None, regime: str = "default") -> tuple[dict[str, Any], TrainConfig]:
+    """Return (method params, TrainConfig) for one cell, applying every layer in precedence order (LAYERS; the
+    regime's settings, bench.regime, come after the card's overrides and before the suite and --set).
 
     Every value is coerced to its field's type and range-checked (BenchError naming the layer). `only_known`:
     the grid-wide layers (suite `train`, the grid file's `set`, --set) skip names this method does not have;
@@ -202,6 +206,7 @@ def resolve(method: str, dataset: str, protocol: str, shots: int, suite: dict[st
             raise BenchError(f"method card {card.path}: overrides[{i}] needs 'when' and 'set'")
         if _matches(rule.get("when") or {}, ctx):
             apply(rule["set"], f"method card {card.path} overrides[{i}]")
+    apply(regime_settings(method, dataset, regime), f"regime {regime}")
     suite = suite or {}
     apply(suite.get("train"), "suite train settings", grid_wide=True)
     apply((suite.get("method_settings") or {}).get(method), f"suite settings for {method}")
@@ -219,7 +224,8 @@ def resolve(method: str, dataset: str, protocol: str, shots: int, suite: dict[st
 
 # The layers of `resolve`, lowest first (README "Settings and precedence", DESIGN.md "Precedence and identity").
 LAYERS = ("TrainConfig / the method's Params defaults", "method card params", "method card train",
-          "method card overrides (first to last matching rule)", "suite train", "suite method_settings",
+          "method card overrides (first to last matching rule)", "regime (--regime published; bench.regime)",
+          "suite train", "suite method_settings",
           "suite input", "grid file (--config) set", "--set")
 
 

@@ -36,6 +36,7 @@ from bench.data.draws import dataset_splits, fewshot_draw, fewshot_subset  # noq
 from bench.device_target import local_device_kind
 from bench.errors import BenchError
 from bench.identity import cell_identity_hash
+from bench.regime import check_regime
 from bench.schema import Cell
 
 PROTOCOLS = ("fewshot", "base2new", "xd", "dg")
@@ -60,6 +61,7 @@ class Grid:
     activation: str | None = None      # quick_gelu | gelu | None (decided from the weights, see backbone_spec)
     source: str | None = None          # xd/dg: the training dataset (default imagenet)
     targets: list[str] | None = None   # xd/dg: evaluated datasets (default: the other datasets / the variants)
+    regime: str = "default"            # default | published (bench.regime): part of a non-default cell's config
 
 
 def _check(grid: Grid) -> None:
@@ -67,6 +69,7 @@ def _check(grid: Grid) -> None:
         from bench.errors import did_you_mean
 
         raise did_you_mean("protocol", grid.protocol, PROTOCOLS)
+    check_regime(grid.regime)
     for k in grid.shots:
         if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
             raise BenchError(f"shots must be positive integers, got {k!r}")
@@ -95,6 +98,12 @@ def _check_grid_settings(grid: Grid) -> None:
                 hint = f"did you mean '{close[0]}'? " if close else ""
                 raise BenchError(f"{source}: unknown setting '{key}': no selected method ({', '.join(grid.methods)}) "
                                  f"nor the trainer has it; {hint}valid: {', '.join(sorted(known))}")
+
+
+def check_grid(grid: Grid) -> None:
+    """Every check that needs neither data nor weights — names, protocol, shots, settings and their values, the
+    backbone — as one-line errors: `bench run` runs it before it builds (or waits for) the mini world."""
+    expand(grid, with_data=False)
 
 
 def _layout(grid: Grid) -> list[tuple[str, list[str]]]:
@@ -127,7 +136,7 @@ def expand(grid: Grid, with_data: bool = True) -> list[dict]:
             for k in shots:
                 for seed in seeds:
                     params, train = resolve(method, dataset, grid.protocol, k, suite, grid.sets, only_known=True,
-                                            file_sets=grid.file_sets)
+                                            file_sets=grid.file_sets, regime=grid.regime)
                     train = dataclasses.replace(train, precision=resolve_precision(train.precision, device))
                     settings = as_dict(train) if mcard.uses_shots else eval_settings(train)
                     config = {
@@ -141,6 +150,8 @@ def expand(grid: Grid, with_data: bool = True) -> list[dict]:
                         "targets": targets,
                         "target_versions": {t: cards.dataset_card(t).version for t in targets},
                     }
+                    if grid.regime != "default":          # default cells keep the ids they always had
+                        config["regime"] = grid.regime
                     sha = None
                     if with_data and mcard.uses_shots:
                         sha = fewshot_subset(dataset, grid.data_root, k, seed)[2]
@@ -155,7 +166,8 @@ def variant(grid: Grid, method: str, dataset: str, shots: int, suite: dict, devi
     ("ClipFit · lam=4"). Execution settings never make a variant (they do not change numbers)."""
     if not grid.sets and not grid.file_sets:
         return {}
-    base_params, base_train = resolve(method, dataset, grid.protocol, shots, suite, only_known=True)
+    base_params, base_train = resolve(method, dataset, grid.protocol, shots, suite, only_known=True,
+                                      regime=grid.regime)
     base = {**as_dict(dataclasses.replace(base_train, precision=resolve_precision(base_train.precision, device))),
             **base_params}
     return {k: settings[k] for k in sorted(settings) if k not in EXECUTION_KEYS and settings[k] != base.get(k)}
@@ -169,7 +181,7 @@ def explain(grid: Grid, cell: dict) -> list[tuple[str, Any, str]]:
     origins: dict[str, str] = {}
     _, train = resolve(cfg["method"], cfg["dataset"], grid.protocol, cfg["shots"],
                        cards.suite(grid.suite) if grid.suite else {}, grid.sets, only_known=True,
-                       file_sets=grid.file_sets, origins=origins)
+                       file_sets=grid.file_sets, origins=origins, regime=grid.regime)
     rows = []
     for group, default in (("params", f"{cfg['method']}'s Params default"), ("train", "TrainConfig default")):
         for name, value in cfg[group].items():

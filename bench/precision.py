@@ -24,7 +24,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-LOW_PRECISION = {"auto": torch.bfloat16, "bf16": torch.bfloat16, "fp16": torch.float16}
+LOW_PRECISION = {"auto": torch.bfloat16, "bf16": torch.bfloat16, "fp16": torch.float16,
+                 "pure_fp16": torch.float16}     # pure_fp16: fp16 weights too, under fp16 autocast (bench.regime)
 
 
 def autocast_dtype(cfg, device: torch.device) -> torch.dtype | None:
@@ -35,7 +36,9 @@ def autocast_dtype(cfg, device: torch.device) -> torch.dtype | None:
 
 
 def resolved_precision(cfg, device: torch.device) -> str:
-    """The precision that actually runs on `device` (auto resolved): fp32 | bf16 | fp16."""
+    """The precision that actually runs on `device` (auto resolved): fp32 | bf16 | fp16 | pure_fp16."""
+    if cfg.precision == "pure_fp16":
+        return "pure_fp16"
     dtype = autocast_dtype(cfg, device)
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 

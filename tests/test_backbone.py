@@ -230,3 +230,68 @@ def test_ls_backbones_names_the_accepted_forms(capsys):
     assert main(["ls", "backbones"]) == 0
     out = capsys.readouterr().out
     assert "bench-tiny" in out and "ViT-B-16" in out and "local-dir:" in out and "hf-hub:" in out and ".json" in out
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """bench's modules → the bench modules each imports anywhere in its body (lazy imports included)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    files = {".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): p
+             for p in (root / "bench").rglob("*.py")}
+    graph = {}
+    for name, path in files.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1] + [base]).strip(".")
+                deps |= {base} | {f"{base}.{a.name}" for a in node.names}
+        graph[name] = {d for d in deps if d in files and d != name}
+    return graph
+
+
+def test_the_backbone_door_does_not_know_the_mini_world():
+    """backbone → mini/world → mini/pretrain → backbone was a cycle: now nothing bench.backbone(_spec) imports,
+    however indirectly, leads back to it, and neither names the mini world's modules."""
+    graph = _import_graph()
+    for door in ("bench.backbone", "bench.backbone_spec"):
+        assert not any(d.startswith("bench.mini") for d in graph[door]), graph[door]
+        seen, todo = set(), list(graph[door])
+        while todo:
+            mod = todo.pop()
+            if mod not in seen:
+                seen.add(mod)
+                todo.extend(graph[mod])
+        assert door not in seen, f"{door} imports itself through {sorted(seen)}"
+
+
+def test_named_weights_resolve_through_their_provider(tmp_path):
+    """A provider registers a name and how it resolves; the door loads what it returns (the mini world does this
+    for `mini-world` when bench.mini is imported)."""
+    import bench.mini  # noqa: F401  (the mini world registers its name on import)
+    from bench.backbone_spec import NAMED_WEIGHTS, is_named_weights, register_named_weights
+
+    source = open_clip.create_model("bench-tiny")
+    torch.nn.init.normal_(source.text_projection, std=0.5)
+    path = tmp_path / "w.pt"
+    torch.save(source.state_dict(), path)
+    asked = []
+    register_named_weights("test-weights", lambda: asked.append(1) or path)
+    try:
+        assert is_named_weights("test-weights") and is_named_weights("mini-world")
+        spec = resolve_backbone("bench-tiny", "test-weights")
+        assert spec.pretrained == "test-weights" and not asked          # resolving names nothing on disk
+        _load.cache_clear()
+        bb = load_backbone("bench-tiny", "test-weights")
+        assert asked == [1] and torch.equal(bb.model.text_projection, source.text_projection)
+    finally:
+        NAMED_WEIGHTS._targets.pop("test-weights", None)
+        _load.cache_clear()
+    with pytest.raises(BenchError, match="pretrained tag for bench-tiny 'test-weights' is unknown"):
+        load_backbone("bench-tiny", "test-weights")

@@ -90,3 +90,43 @@ def test_naming_only_mini_datasets_implies_the_mini_world(tmp_path, monkeypatch)
     assert grid.datasets == ["mini_shapes", "mini_digits"] and grid.data_root == str(tmp_path / "mini-data")
     with pytest.raises(BenchError, match="--data-root is required"):        # a real dataset still needs its root
         _grid_args.build_grid(Namespace(**blank, datasets=["mini_shapes", "dtd"]), prepare_world=False)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["run", "--methods", "nosuchmethod"], "method 'nosuchmethod' is unknown"),
+    (["run", "--datasets", "mini_shapez"], "dataset 'mini_shapez' is unknown; did you mean 'mini_shapes'"),
+    (["run", "--set", "epochs=abc"], "epochs='abc' is not an integer"),
+    (["run", "--set", "lamda=4"], "unknown setting 'lamda'"),
+    (["run", "--datasets", "mini_shapes", "--backbone", "ViT-Z-99"], "backbone 'ViT-Z-99' is unknown; did you mean"),
+    (["run", "--executor", "slurm", "--profile", "nosuch"], "nosuch"),
+])
+def test_bad_input_fails_before_the_mini_world_is_built(tmp_path, monkeypatch, capsys, argv, message):
+    """On a fresh cache a bad name, flag or setting is a one-line error at once: no world build, no lock wait, no
+    demand for --data-root, no results folder."""
+    from bench.mini import world
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("BENCH_CACHE", str(cache))
+    built = []
+    monkeypatch.setattr(world, "ensure_world", lambda *a, **k: built.append(1) or pytest.fail("world build started"))
+    code = main([*argv, "--results", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert "--data-root" not in err[0]
+    assert not built and not cache.exists() and not (tmp_path / "r").exists()
+
+
+def test_a_good_run_still_asks_for_the_world(tmp_path, monkeypatch):
+    """The checks above do not short-circuit a valid grid: the world is asked for once the checks pass."""
+    from bench.cli import _grid_args
+
+    asked = []
+    monkeypatch.setattr(_grid_args, "mini_data_root", lambda build: asked.append(build) or tmp_path)
+    from argparse import Namespace
+
+    blank = dict(config=None, methods=["coop"], suite=None, shots=None, seeds=None, protocol=None, source=None,
+                 targets=None, backbone=None, pretrained=None, activation=None, data_root=None, sets=[],
+                 datasets=None)
+    checks = []
+    grid = _grid_args.build_grid(Namespace(**blank), prepare_world=True, before_data=lambda g: checks.append(g.regime))
+    assert asked == [True] and checks == ["default"] and grid.data_root == str(tmp_path)

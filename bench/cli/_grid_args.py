@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import bench.mini  # noqa: F401  (registers the named weights "mini-world")
 from bench import cards
 from bench.config import parse_sets
 from bench.errors import BenchError
-from bench.grid import PROTOCOLS, Grid
+from bench.grid import PROTOCOLS, Grid, check_grid
+from bench.regime import REGIMES
 
 DEFAULT_SHOTS = {"fewshot": [1, 2, 4, 8, 16], "base2new": [16], "xd": [16], "dg": [16]}
 DEFAULT_METHODS = "zeroshot,clipfit,coop,clip_adapter,lora,full_ft,linear_probe"
@@ -42,6 +44,9 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--activation", choices=["auto", "quick_gelu", "gelu"],
                    help="MLP activation; auto (default) follows the weights: QuickGELU for OpenAI's")
     g.add_argument("--data-root", help="folder holding the CoOp-layout dataset folders ($DATA)")
+    g.add_argument("--regime", choices=REGIMES,
+                   help="default (bench's numerics, validation-only selection) | published (each method as its "
+                        "official code ran: pure fp16, test-set selection where it did; rows are marked)")
     g.add_argument("--set", dest="sets", action="append", metavar="KEY=VALUE",
                    help="override a hyperparameter for every cell, e.g. --set epochs=5 --set lam=4")
     g.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto",
@@ -53,7 +58,7 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> None:
 
 GRID_KEYS = {"methods": "names", "datasets": "names", "targets": "names", "shots": "ints", "seeds": "ints",
              "suite": "str", "protocol": "str", "source": "str", "backbone": "str", "pretrained": "str",
-             "activation": "str", "data_root": "str", "set": "mapping"}
+             "activation": "str", "data_root": "str", "set": "mapping", "regime": "str"}
 
 
 def read_grid_file(path: Path) -> dict:
@@ -91,12 +96,15 @@ def read_grid_file(path: Path) -> dict:
     return out
 
 
-def build_grid(args: argparse.Namespace, prepare_world: bool) -> Grid:
-    """Merge --config YAML and flags; fill defaults from the suite (the mini world when nothing is given)."""
+def build_grid(args: argparse.Namespace, prepare_world: bool, before_data=None) -> Grid:
+    """Merge --config YAML and flags; fill defaults from the suite (the mini world when nothing is given).
+
+    Every check of names, flags and settings (`check_grid`, then `before_data`: the caller's own, e.g. the results
+    root) runs before the data root is demanded or the mini world is built or waited for."""
     conf = read_grid_file(args.config) if args.config else {}
 
     def pick(name, key=None):
-        value = getattr(args, name)
+        value = getattr(args, name, None)            # (a Namespace from code may lack newer flags)
         return value if value is not None else conf.get(key or name)
 
     as_list = lambda v: name_list(v) if isinstance(v, str) else v  # noqa: E731
@@ -107,17 +115,13 @@ def build_grid(args: argparse.Namespace, prepare_world: bool) -> Grid:
     suite = cards.suite(suite_name) if suite_name else {}
     protocol = pick("protocol") or "fewshot"
     data_root = pick("data_root") or suite.get("data_root")
-    if data_root == "mini-world":
-        data_root = str(mini_data_root(build=prepare_world))
-    if data_root is None:
-        raise BenchError("--data-root is required with --backbone/--datasets (or use --suite mini)")
     backbone = pick("backbone") or suite.get("backbone") or "ViT-B-16"
     pretrained = pick("pretrained") or suite.get("pretrained")
     if pretrained is None and not backbone.startswith(("local-dir:", "hf-hub:")) and not backbone.endswith(".json"):
         pretrained = "openai"
     activation = pick("activation")
     device, device_reason = target_device(args)
-    return Grid(
+    grid = Grid(
         methods=as_list(pick("methods") or suite.get("methods") or DEFAULT_METHODS),
         datasets=as_list(pick("datasets") or suite.get("datasets") or []),
         shots=as_list(pick("shots") or (suite.get("shots") if protocol == "fewshot" else None)
@@ -125,10 +129,19 @@ def build_grid(args: argparse.Namespace, prepare_world: bool) -> Grid:
         seeds=as_list(pick("seeds") or suite.get("seeds") or [1, 2, 3]),
         protocol=protocol,
         backbone=backbone, pretrained=pretrained, activation=None if activation == "auto" else activation,
-        data_root=data_root, suite=suite_name, sets=parse_sets(args.sets), file_sets=conf.get("set", {}),
+        data_root=data_root or "", suite=suite_name, sets=parse_sets(args.sets), file_sets=conf.get("set", {}),
         device=device, device_reason=device_reason,
         source=pick("source") or suite.get("source"), targets=as_list(pick("targets") or suite.get("targets")),
+        regime=pick("regime") or "default",
     )
+    check_grid(grid)
+    if before_data is not None:
+        before_data(grid)
+    if data_root == "mini-world":
+        grid.data_root = str(mini_data_root(build=prepare_world))
+    elif data_root is None:
+        raise BenchError("--data-root is required with --backbone/--datasets (or use --suite mini)")
+    return grid
 
 
 def target_device(args: argparse.Namespace) -> tuple[str, str]:

@@ -62,7 +62,8 @@ def execute(args) -> int:
     print(f"\n{len(cells)} cells: {counts['completed']} completed, {counts['failed']} failed, "
           f"{counts['running']} running, {counts['pending']} pending → {todo} to run on {where}, planned for "
           f"{grid.device} ({grid.device_reason}); "
-          f"backbone {spec.label}/{spec.weights_label} ({spec.activation}: {spec.reason}), results in {args.results}")
+          f"backbone {spec.label}/{spec.weights_label} ({spec.activation}: {spec.reason}), results in {args.results}"
+          + (f"; regime {grid.regime} (bench.regime; its rows are marked)" if grid.regime != "default" else ""))
     if spec.notice:
         print(f"note: {spec.notice}")
     return 0

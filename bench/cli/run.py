@@ -48,13 +48,24 @@ def execute(args) -> int:
     from bench.backbone_spec import resolve_backbone
     from bench.cli._grid_args import build_grid
     from bench.grid import expand
+    from bench.regime import marks
     from bench.results import ResultStore, utcnow
 
-    grid = build_grid(args, prepare_world=True)
+    store = ResultStore(args.results)
+
+    def flag_checks(grid) -> None:             # before the mini world is built or waited for
+        if args.executor in ("slurm", "debug"):
+            _slurm_options(args)
+        elif grid.regime != "default" and not args.gpus:      # pure fp16 on this machine's device
+            from bench.cell import _device
+            from bench.regime import check_fp16
+
+            check_fp16(_device())
+        store.check_writable()                 # last: it creates the results root
+
+    grid = build_grid(args, prepare_world=True, before_data=flag_checks)
     cells = expand(grid)
     spec = resolve_backbone(grid.backbone, grid.pretrained, grid.activation)   # the notice, if any: _check_backbone
-    store = ResultStore(args.results)
-    store.check_writable()
     status = {c["cell_id"]: store.status(c) for c in cells}
     if args.retry_failed:
         todo = [c for c in cells if status[c["cell_id"]] == "failed"]
@@ -64,9 +75,12 @@ def execute(args) -> int:
         "".join(c["cell_id"] for c in cells).encode()).hexdigest()[:8]
     keys = ("method", "variant", "dataset", "protocol", "shots", "seed", "backbone", "pretrained", "activation")
     sweep = {"sweep_id": sweep_id, "created_at": utcnow(), "executor": args.executor,
-             "cells": [{"cell_id": c["cell_id"], **{k: c["config"][k] for k in keys}} for c in cells], "jobs": {}}
+             "cells": [{"cell_id": c["cell_id"], **{k: c["config"][k] for k in keys},
+                        **({"regime": c["config"].get("regime", "default"), "params": c["config"]["params"]}
+                           if marks(c["config"]) else {})} for c in cells], "jobs": {}}
     print(f"{len(cells)} cells, {len(cells) - len(todo)} already complete, {len(todo)} to run "
-          f"({spec.label}/{spec.weights_label}, {spec.activation}; results in {args.results})", flush=True)
+          f"({spec.label}/{spec.weights_label}, {spec.activation}"
+          + (f", regime {grid.regime}" if grid.regime != "default" else "") + f"; results in {args.results})", flush=True)
     cluster = bool(todo) and args.executor in ("slurm", "debug")
     options = _slurm_options(args) if cluster else None
     if todo:

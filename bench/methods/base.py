@@ -51,6 +51,7 @@ class FitData:
     device: torch.device
     seed: int
     features: Any = None             # items → (N, D) fp32 frozen-tower image features (the evaluator's, cached)
+    test: list = dataclasses.field(default_factory=list)   # test items, given only to settings that select on them
 
 
 def parse_params(cls, params: dict[str, Any], method: str):

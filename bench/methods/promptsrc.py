@@ -48,12 +48,14 @@ class Params:
     gpa_mean: float = 15.0                  # μ of the Gaussian over epochs 1 … gpa_epochs
     gpa_std: float = 1.0                    # σ
     gpa_epochs: int = 20                    # the schedule length μ and σ refer to (the card's epochs)
+    gpa_scope: str = "prompts"              # prompts (summed in fp32) | model (the official code: the whole state
+                                            # dict, frozen CLIP included, each tensor in its own dtype)
 
 
 # Params ranges, checked before any cell runs (bench.settings reads them without importing this file)
 LIMITS = {"n_ctx_text": "[1, inf)", "n_ctx_vision": "[1, inf)", "depth_text": "[1, inf)", "depth_vision": "[0, inf)",
           "init_std": "(0, inf)", "text_loss_weight": "[0, inf)", "image_loss_weight": "[0, inf)", "gpa_mean": "(0, inf)",
-          "gpa_std": "(0, inf)", "gpa_epochs": "[1, inf)"}
+          "gpa_std": "(0, inf)", "gpa_epochs": "[1, inf)", "gpa_scope": ["prompts", "model"]}
 
 
 def gpa_weights(total_epochs: int, mean: float, std: float, ref_epochs: int) -> list[float]:
@@ -140,14 +142,25 @@ class PromptSRC(PromptLearning):
         return total, {"ce": ce.detach(), **{k: v.detach() for k, v in scl.items()}}
 
     # -- Gaussian prompt aggregation --
+    def gpa_tensors(self) -> dict[str, torch.Tensor]:
+        """What GPA averages: the trainable tensors, and with gpa_scope "model" every floating tensor of CLIP's
+        state too (the official trainer averages `model.state_dict()`, frozen weights included)."""
+        tensors = dict(self.trainable_parameters())
+        if self.p.gpa_scope == "model":
+            tensors.update({f"clip.{n}": t for n, t in self.clip.state_dict(keep_vars=True).items()
+                            if t.is_floating_point() and not t.requires_grad})
+        return tensors
+
     def on_epoch_end(self, epoch: int, total_epochs: int) -> None:
         weight = gpa_weights(total_epochs, self.p.gpa_mean, self.p.gpa_std, self.p.gpa_epochs)[epoch - 1]
+        own_dtype = self.p.gpa_scope == "model"                 # official: tensor * weight in the tensor's dtype
+        tensors = self.gpa_tensors()
         with torch.no_grad():
-            for n, prm in self.trainable_parameters().items():
-                term = prm.detach().float() * weight
+            for n, prm in tensors.items():
+                term = prm.detach() * weight if own_dtype else prm.detach().float() * weight
                 self._gpa[n] = term if epoch == 1 or n not in self._gpa else self._gpa[n] + term
             if epoch == total_epochs:                       # the aggregate is the final model
-                for n, prm in self.trainable_parameters().items():
+                for n, prm in tensors.items():
                     prm.copy_(self._gpa[n])
         self._text_cache = None
 

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.backbone import encode_text
+from bench.errors import BenchError
 from bench.methods.base import IMAGENET_TEMPLATES_SELECT, FitData, Method
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ class Params:
     search_scale: tuple = (7.0, 3.0)        # largest β, α of the grid
     search_step: tuple = (200, 20)          # grid sizes for β, α
     search_on: str = "val_full"             # val_full (official) | val (the few-shot draw) | none (keep init)
+                                            # | test (the official ImageNet script; the published regime there)
+    select_epoch_on: str = "last"           # Tip-Adapter-F: last | test (the official script; published regime)
     augment_views: int = 10                 # augmented passes averaged into each key
     cache_batch: int = 256                  # images per encoding batch while the cache is built
     ensemble_datasets: tuple = ("imagenet",)   # datasets classified with CoOp's 7-template ensemble
@@ -51,7 +54,8 @@ class Params:
 
 
 # Params ranges, checked before any cell runs (bench.settings reads them without importing this file)
-LIMITS = {"init_beta": "(0, inf)", "init_alpha": "[0, inf)", "search_on": ["val_full", "val", "none"],
+LIMITS = {"init_beta": "(0, inf)", "init_alpha": "[0, inf)", "search_on": ["val_full", "val", "none", "test"],
+          "select_epoch_on": ["last", "test"],
           "augment_views": "[1, inf)", "cache_batch": "[1, inf)", "adam_eps": "(0, inf)"}
 
 
@@ -135,7 +139,9 @@ class TipAdapter(Method):
         logger.info("%s: cache of %d keys from %d augmented views", self.name, len(keys), self.p.augment_views)
 
     def after_training(self, data: FitData) -> None:
-        items = {"val_full": data.val_full, "val": data.val, "none": []}[self.p.search_on]
+        items = {"val_full": data.val_full, "val": data.val, "none": [], "test": data.test}[self.p.search_on]
+        if self.p.search_on == "test" and not items:
+            raise BenchError(f"{self.name}: search_on=test needs the test items (bench.regime.test_items)")
         if not items or data.features is None:
             logger.info("%s: no validation items to search on; beta %.3g, alpha %.3g (the card's)", self.name,
                         self.p.init_beta, self.p.init_alpha)
@@ -145,7 +151,8 @@ class TipAdapter(Method):
         beta, alpha = self.search(feats, labels)
         self.beta.fill_(beta)
         self.alpha.fill_(alpha)
-        logger.info("%s: searched on %d validation images: beta %.4g, alpha %.4g", self.name, len(items), beta, alpha)
+        logger.info("%s: searched on %d %s images: beta %.4g, alpha %.4g", self.name, len(items),
+                    "test" if self.p.search_on == "test" else "validation", beta, alpha)
 
     @torch.no_grad()
     def search(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
@@ -176,3 +183,64 @@ class TipAdapterF(TipAdapter):
 
     def optimizer_options(self) -> dict:
         return {"eps": self.p.adam_eps}
+
+    # -- the official selection on the test set (select_epoch_on: test; the published regime) --
+    def before_training(self, data: FitData) -> None:
+        super().before_training(data)
+        self._best: tuple[float, torch.Tensor] | None = None
+        if self.p.select_epoch_on == "test":
+            if not data.test or data.features is None:
+                raise BenchError(f"{self.name}: select_epoch_on=test needs the test items (bench.regime.test_items)")
+            self._test = (data.features(data.test), torch.tensor([it.label for it in data.test]))
+
+    @torch.no_grad()
+    def test_accuracy(self) -> float:
+        """Accuracy (%) on the test items at the current keys, β and α (what the official script prints)."""
+        feats, labels = self._test
+        device = self.device
+        correct = sum(int((self.logits_from_features(feats[i:i + 1024].to(device)).argmax(-1)
+                           == labels[i:i + 1024].to(device)).sum()) for i in range(0, len(labels), 1024))
+        return 100.0 * correct / max(len(labels), 1)
+
+    def on_epoch_end(self, epoch: int, total_epochs: int) -> None:
+        """The official loop: after each epoch, test at the init β, α; keep the keys of the first best epoch;
+        after the last, load them."""
+        if self.p.select_epoch_on != "test":
+            return
+        was_training = self.training
+        self.eval()
+        acc = self.test_accuracy()
+        self.train(was_training)
+        if self._best is None or acc > self._best[0]:
+            self._best = (acc, self.cache_keys.detach().clone())
+            logger.info("%s: epoch %d test accuracy %.2f (best so far)", self.name, epoch, acc)
+        if epoch == total_epochs:
+            with torch.no_grad():
+                self.cache_keys.copy_(self._best[1])
+
+    def after_training(self, data: FitData) -> None:
+        """Search β, α; with test selection report the higher of the best epoch's test accuracy (init β, α) and
+        the searched one, i.e. keep the init β, α when they score higher on the test set (official main.py)."""
+        init = (float(self.beta), float(self.alpha))
+        super().after_training(data)
+        searched = (float(self.beta), float(self.alpha))
+        if self.p.select_epoch_on != "test" or searched == init:
+            return
+        searched_acc = self.test_accuracy()
+        self.beta.fill_(init[0])
+        self.alpha.fill_(init[1])
+        best_acc = self.test_accuracy()
+        if searched_acc >= best_acc:
+            self.beta.fill_(searched[0])
+            self.alpha.fill_(searched[1])
+        logger.info("%s: test accuracy %.2f at the best epoch (init beta, alpha), %.2f searched: reporting the %s",
+                    self.name, best_acc, searched_acc, "searched" if searched_acc >= best_acc else "init")
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        if self._best is None:
+            return {}
+        return {"best_acc": torch.tensor(self._best[0], dtype=torch.float64), "best_keys": self._best[1]}
+
+    def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        if "best_keys" in state:
+            self._best = (float(state["best_acc"]), state["best_keys"].to(self.device))

@@ -8,5 +8,10 @@ Usage:
 Modules: render (drawing primitives), corpus (pretraining data), pretrain (the `bench-mini` CLIP), suite (the
 downstream datasets), world (build/cache/verify), reference (the reference hashes, `bench world --check`), probe
 (zero-shot and quick fine-tuning checks).
-Importing this package imports neither torch nor open_clip.
+Importing this package imports neither torch nor open_clip; it registers the world's weights as the named weights
+`mini-world` (built on first use), so the backbone door resolves them without knowing the world.
 """
+
+from bench.backbone_spec import register_named_weights
+
+register_named_weights("mini-world", "bench.mini.world:checkpoint_path")

@@ -238,6 +238,11 @@ def build_world(root: Path, seed: int, config: BuildConfig, progress: Callable[[
     return _world(root, manifest)
 
 
+def checkpoint_path() -> Path:
+    """The default world's checkpoint, built first if needed: what the named weights `mini-world` resolve to."""
+    return ensure_world().checkpoint
+
+
 def ensure_world(cache_dir: Path | None = None, seed: int = 0, progress: Callable[[str], None] | None = None,
                  config: BuildConfig | None = None) -> World:
     """The mini world for `seed`, built on first use and verified (cheaply) on every later call."""

@@ -35,8 +35,9 @@ from bench.schema import read_result, variant_label
 
 logger = logging.getLogger(__name__)
 
-KEY = ["backbone", "pretrained", "protocol", "method", "variant", "dataset", "shots", "seed"]
-COLUMNS = ["cell_id", "status", "method", "base_method", "variant", "method_title", "dataset", "dataset_title", "suite", "protocol", "shots",
+KEY = ["backbone", "pretrained", "protocol", "method", "variant", "dataset", "shots", "seed", "regime"]
+COLUMNS = ["cell_id", "status", "method", "base_method", "variant", "regime", "method_title", "dataset",
+           "dataset_title", "suite", "protocol", "shots",
            "seed", "backbone", "pretrained", "eval", "eval_title", "acc", "macro_f1", "n", "trainable_params",
            "total_params", "train_s", "eval_s", "images_per_s", "peak_mem_mb", "device", "git_sha", "finished_at",
            "path", "predictions"]
@@ -166,7 +167,7 @@ def _newer(doc: dict[str, Any], old: dict[str, Any]) -> bool:
 def _rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     cfg, cost, env = doc["config"], doc.get("cost") or {}, doc.get("env") or {}
     labelled = _labelled(cfg)
-    title = cfg.get("method_title") or cfg["method"]
+    title = labelled.get("method_title") or cfg.get("method_title") or cfg["method"]
     base = {
         "cell_id": doc["cell_id"], "status": doc["status"], **labelled,
         "method_title": f"{title} · {labelled['variant']}" if labelled["variant"] else title, "dataset": cfg["dataset"],
@@ -197,11 +198,13 @@ def _labelled(cfg: dict[str, Any]) -> dict[str, Any]:
     """A cell's (backbone, pretrained) as tables show them (short labels, the activation in the backbone name) and
     its method as rows name it (the variant after an @)."""
     from bench.backbone_spec import display_backbone, weights_label
+    from bench.regime import report_labels
 
     variant = cfg["variant"] if isinstance(cfg.get("variant"), str) else variant_label(cfg.get("variant"))
+    method = f"{cfg['method']}@{variant}" if variant else cfg["method"]
     return {"backbone": display_backbone(cfg["backbone"], cfg.get("activation")),
             "pretrained": weights_label(cfg["pretrained"]), "base_method": cfg["method"], "variant": variant,
-            "method": f"{cfg['method']}@{variant}" if variant else cfg["method"]}
+            "method": method, **report_labels({**cfg, "method": method})}   # regime; a marked cell's own key, title
 
 
 def eval_title(name: str) -> str:
