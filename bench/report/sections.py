@@ -2,7 +2,7 @@
 and LEADERBOARD.html (bench.report.leaderboard, bench.report.html).
 
 Every number column carries its 95 % interval, a ≈ mark on the entries statistically tied with the column's
-best (bench.report.uncertainty: paired bootstrap, Holm) and a hover text; ranked tables (base-to-new by HM,
+best (bench.report.uncertainty: paired test, Holm) and a hover text; ranked tables (base-to-new by HM,
 few-shot by the largest K) show grouped ranks.
 """
 
