@@ -222,9 +222,30 @@ def test_cli_compare(tmp_path: Path, capsys) -> None:
     assert compare.execute(parser.parse_args(["A", "B", "--results", str(tmp_path)])) == 0
     out = capsys.readouterr().out
     assert "A − B · ViT-B-16-quickgelu/openai · fewshot · K=16" in out and "95% CI" in out
-    assert re.search(r"average\s+all\s+[\d.]+\s+[\d.]+\s+\+\d+\.\d\d\s+\[\+", out)       # A better: interval > 0
+    assert re.search(r"average\s+all\s+—\s+[\d.]+\s+[\d.]+\s+\+\d+\.\d\d\s+\[\+", out)    # A better: interval > 0
+    assert re.search(r"dtd\s+all\s+500\s+\d+/0 \d+/0 \d+/0\s", out)        # images; per seed: A right / B right
+    assert "Holm's step-down adjustment over all 3 rows" in out and "warning" not in out
+    assert compare.execute(parser.parse_args(["A", "B", "--results", str(tmp_path), "--seeds", "1"])) == 0
+    out = capsys.readouterr().out
+    assert "exact McNemar" in out and "warning: 1 seed(s)" in out and "not the two methods" in out
     assert compare.execute(parser.parse_args(["B", "C", "--results", str(tmp_path), "--format", "csv",
                                               "--datasets", "dtd"])) == 0
-    assert capsys.readouterr().out.splitlines()[0].startswith("backbone,pretrained,protocol,shots,dataset,eval")
+    csv = capsys.readouterr().out.splitlines()
+    assert csv[0].startswith("backbone,pretrained,protocol,shots,dataset,eval,images,discordant") and "p_holm" in csv[0]
     with pytest.raises(BenchError, match="method 'D' has no completed result here; available: A, B, C"):
         compare.execute(parser.parse_args(["A", "D", "--results", str(tmp_path)]))
+
+
+def test_one_seed_uses_exact_mcnemar_and_says_images_only(tmp_path: Path) -> None:
+    """4 images only A gets right, none only B: exact McNemar p = 2·(½)^4 = 0.125 (the large-sample test said
+    ≈ 0.04); the interval is image-only and labelled so."""
+    b = np.random.default_rng(6).random(1000) < 0.7
+    a = b.copy()
+    a[np.flatnonzero(~b)[:4]] = True
+    write_result(tmp_path, "A", "dtd", seed=1, predictions={"all": a})
+    write_result(tmp_path, "B", "dtd", seed=1, predictions={"all": b})
+    row = compare_methods(load_results(tmp_path).frame, "A", "B").iloc[0]
+    assert row["p"] == pytest.approx(0.125) and row["discordant"] == "4/0" and row["test"] == "exact McNemar"
+    assert row["lo"] < 0.4 < row["hi"] and row["images"] == 1000
+    t = summaries(load_results(tmp_path))["fewshot"]
+    assert set(t["ci_basis"]) == {"images"}
