@@ -170,8 +170,8 @@ class Uncertainty:
 
     def interval(self, entry: Entry, stat: Stat) -> tuple[float, float]:
         """The 95 % interval of the statistic, in % (NaN, NaN without data)."""
-        est = self.estimate(entry, stat)
-        return (float("nan"), float("nan")) if est is None else (est.lo * 100.0, est.hi * 100.0)
+        est = self.estimate(entry, stat)        # an accuracy lies in [0, 100]: the interval is cut there
+        return (float("nan"), float("nan")) if est is None else (max(est.lo, 0.0) * 100.0, min(est.hi, 1.0) * 100.0)
 
     def intervals(self, items: list[tuple[Entry, Stat]]) -> list[tuple[float, float]]:
         return [self.interval(e, st) for e, st in items]
@@ -304,7 +304,7 @@ class Uncertainty:
                 paired, pairs = False, pairs + [0]
         est = stats.linear(_blocks(units), va - vb)
         one = est.basis == "images" and len(units) == 1 and len(wa) == 1 and paired
-        return Comparison((va - vb) * 100, est.lo * 100, est.hi * 100, est.p, min(pairs), paired, len(by_d),
+        return Comparison((va - vb) * 100, max(est.lo, -1.0) * 100, min(est.hi, 1.0) * 100, est.p, min(pairs), paired, len(by_d),
                           va * 100, vb * 100, est.df, est.basis, "exact McNemar" if one else
                           "t (seeds × images, fiducial reference)" if est.basis != "images" else "normal (images only)")
 
