@@ -244,3 +244,23 @@ def test_dg_and_xd_sections_with_shipped_reported_rows(tmp_path: Path) -> None:
     assert ref[1] == "71.51" and ref[-1] == f"{72.5 - 71.51:+.2f} / {63.0 - published_avg:+.2f}"
     xd = text.split("## Cross-dataset transfer — ViT-B-16-quickgelu/openai, trained on ImageNet (16 shots)")[1]
     assert _row(xd, r"CoOp \| .*")[1:4] == ["71.00", "44.00", "44.00"]
+
+
+def test_across_datasets_ranking_and_no_empty_columns(tmp_path: Path) -> None:
+    """Per K, methods ranked across datasets with the spread of their rank and Holm-corrected pairwise tests;
+    a table without published numbers has no 'Δ vs reported' column; one value in a column is not 'best'."""
+    for d, offset in (("dtd", 0.0), ("eurosat", 5.0), ("caltech101", 10.0)):
+        for seed in (1, 2, 3):
+            write_result(tmp_path, "coop", d, shots=4, seed=seed, metrics={"all": 60.0 + offset + seed})
+            write_result(tmp_path, "lora", d, shots=4, seed=seed, metrics={"all": 70.0 + offset + seed})
+    write_result(tmp_path, "coop", "dtd", shots=2, seed=1, metrics={"all": 50.0})
+    (tmp_path / "reported").mkdir()                  # nothing published: no reference rows, no Δ column
+    text = write_leaderboard(tmp_path, plots=False).read_text()
+    k4 = text.split("#### K = 4 across datasets")[1].split("\n#")[0]
+    assert "Holm-corrected over the 3 comparisons" in k4
+    lora, coop = _row(k4, r"CLIP-LoRA \| .*", ci=True), _row(k4, r"CoOp \| .*", ci=True)
+    assert lora[1].startswith("1.00") and coop[1].startswith("2.00") and lora[2] == "3"
+    assert lora[3] == "3 / 0 / 0" and coop[3] == "0 / 0 / 3" and lora[4] == "100%"
+    assert "Δ vs reported" not in text
+    k2 = text.split("### K = 2")[1].split("\n#")[0]
+    assert "**" not in _row(k2, r"CoOp \| .*")[1]                   # the only value of its column: no bold

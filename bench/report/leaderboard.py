@@ -20,7 +20,7 @@ import datetime as dt
 import json
 import os
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from bench.errors import BenchError
 from bench.report import stats
 from bench.report.aggregate import summaries
 from bench.report.collect import Results, load_results
-from bench.report.mdtable import DASH, STAR, TIE, Row, Table, params, present
+from bench.report.mdtable import DASH, OVERLAP_LINE, STAR, TIE, Row, Table, params, present
 from bench.report.reported import compare, load_reported
 from bench.report.sections import (
     DAGGER,
@@ -65,6 +65,7 @@ class Board:
     cmp: pd.DataFrame
     meta: dict[str, Any]
     unc: Uncertainty
+    drills: dict[str, list[dict]] = field(default_factory=dict)    # the runs behind each value (HTML drill-down)
 
 
 def build(root: Path, now: dt.datetime | None = None) -> Board:
@@ -96,7 +97,8 @@ def write_leaderboard(root: Path, out: Path | None = None, fmt: str = "md", *, p
         if fmt == "html" or html:
             from bench.report.html import render_html
             target = out if fmt == "html" else out.with_name(FORMATS["html"])
-            _write(target, render_html(board, blocks, figures))
+            _write(target, render_html(board, blocks, figures, header=header_line(board.meta), stats_line=STATS_LINE,
+                                       plots_marker=PLOTS))
         if fmt == "html":
             return out
         text = render_markdown(board, blocks, figures, out.parent)
@@ -221,7 +223,7 @@ def notes(ctx: Ctx) -> list[str]:
              + (f"{len(ctx.unpaired)} column(s) compared some methods without image pairing (no predictions.npz, "
                 "or different test images): those kept the seed pairing but took the two methods' images as "
                 "uncorrelated."
-                if ctx.unpaired else "Every comparison here was paired image by image."),
+                if ctx.unpaired else "Every comparison here was paired image by image.") + " " + OVERLAP_LINE,
              f"- *(reported)* rows are published numbers from `results/reported/*.yaml`; Δ = reproduced − reported, "
              f"shown only when the reproduced average covers the same datasets. {DAGGER} = not verified "
              "(3RD-PARTY, RECALL, DERIVED or UNVERIFIED in the reference).\n"]
@@ -249,6 +251,7 @@ def sections(board: Board) -> list[Block]:
         out += cost_section(ctx, bb, pt)
     if not pairs:
         out.append("_No completed runs yet._\n")
+    board.drills = ctx.drills
     return out + [PLOTS] + status_section(board.res) + notes(ctx)
 
 

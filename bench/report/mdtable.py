@@ -20,7 +20,9 @@ from tabulate import tabulate
 
 DASH, STAR, TIE = "—", "\\*", "≈"
 LEFT = {"Method", "Dataset", "Protocol", "Error", "Log", "Cell"}      # left-aligned columns; the rest are numbers
-OPTIONAL = ("Δ vs reported",)        # columns dropped from a table where no row has anything in them
+OPTIONAL = ("Δ vs reported",)
+OVERLAP_LINE = ("Overlapping intervals are not the test: two methods whose intervals overlap can still differ "
+                "significantly, because the paired test (≈) uses their agreement on the same seeds and test images.")        # columns dropped from a table where no row has anything in them
 
 
 @dataclass
