@@ -220,7 +220,7 @@ def run(tables=TABLES, reps: int = 500, seeds=SEEDS, seed_sds=SEED_SDS, rng_seed
                 for s in (1, 3):
                     for a in cols:
                         cells[(f"{n} images, S={s}", f"{a:.0%}")] = coverage_mean(
-                            rng, s, n, 2.0, a, max(100, reps * 1000 // max(n, 1000)))
+                            rng, s, n, 2.0, a, max(200, reps * 1000 // max(n, 1000)))
             _print(out, title, cells, [f"{n} images, S={s}" for n in rows for s in (1, 3)], [f"{a:.0%}" for a in cols])
         else:
             title, fn = grids[name]
