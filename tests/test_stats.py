@@ -1,4 +1,4 @@
-"""Uncertainty: bootstrap intervals, paired tie tests with Holm, grouped ranks, and the acceptance trees
+"""Uncertainty: analytic intervals (crossed seeds × images), paired tie tests with Holm, grouped ranks, exact McNemar with one seed, and the acceptance trees
 (A better than B by a known margin, C = B + noise; intervals shrink with more seeds and more test images)."""
 
 from __future__ import annotations

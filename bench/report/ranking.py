@@ -23,6 +23,7 @@ from bench.report.mdtable import DASH, Row, Table
 from bench.report.uncertainty import Entry, Stat, Uncertainty
 
 HEADS = ["Method", "Mean rank [95% over datasets]", "Datasets", "Wins / ties / losses", "Win rate"]
+MAX_PAIRWISE = 12      # pairwise tests among this many methods (best mean ranks first): M²·D tests grow fast
 
 
 def across_datasets(unc: Uncertainty, entries: dict[str, Entry], per_dataset: dict[str, Stat],
@@ -41,15 +42,17 @@ def across_datasets(unc: Uncertainty, entries: dict[str, Entry], per_dataset: di
             better = sum(values[o][d] > values[m][d] for o in here)
             same = sum(values[o][d] == values[m][d] for o in here)
             ranks[m].append(better + (same + 1) / 2)
+    order = sorted(methods, key=lambda m: float(np.mean(ranks[m])))
+    tested = set(order[:MAX_PAIRWISE])
     pvalues, signs = {}, {}
     for d in datasets:
-        here = [m for m in methods if d in values[m]]
+        here = [m for m in methods if d in values[m] and m in tested]
         for i, a in enumerate(here):
             for b in here[i + 1:]:
                 c = unc.compare(entries[a], entries[b], per_dataset[d])
                 pvalues[(d, a, b)], signs[(d, a, b)] = c.p, np.sign(c.delta)
     decision = stats.holm(pvalues)
-    record = {m: [0, 0, 0] for m in methods}
+    record = {m: [0, 0, 0] for m in tested}
     for (d, a, b), (_, rejected) in decision.items():
         if rejected and signs[(d, a, b)] != 0:
             win, lose = (a, b) if signs[(d, a, b)] > 0 else (b, a)
@@ -59,7 +62,7 @@ def across_datasets(unc: Uncertainty, entries: dict[str, Entry], per_dataset: di
             record[a][1] += 1
             record[b][1] += 1
     rows = []
-    for m in sorted(methods, key=lambda m: float(np.mean(ranks[m]))):
+    for m in order:
         r = np.asarray(ranks[m])
         mean = float(r.mean())
         if len(r) > 1:
@@ -69,10 +72,11 @@ def across_datasets(unc: Uncertainty, entries: dict[str, Entry], per_dataset: di
             text = f"{mean:.2f} [{max(1.0, mean - half):.1f}, {min(len(methods), mean + half):.1f}]"
         else:
             text = f"{mean:.2f}"
-        w, t, lo = record[m]
+        w, t, lo = record.get(m, (0, 0, 0))
         n = w + t + lo
-        rows.append(Row([titles.get(m, m), text, str(len(r)), f"{w} / {t} / {lo}",
+        rows.append(Row([titles.get(m, m), text, str(len(r)), f"{w} / {t} / {lo}" if m in tested else DASH,
                          f"{(w + t / 2) / n:.0%}" if n else DASH], {1: -mean, 2: len(r), 4: (w + t / 2) / n if n else math.nan}))
+    among = f" among the {MAX_PAIRWISE} best by mean rank" if len(methods) > MAX_PAIRWISE else ""
     return [f"{heading}\n", f"_Mean rank over {len(datasets)} datasets (1 = best); wins / ties / losses: paired tests "
-            f"per dataset against every other method, Holm-corrected over the {len(pvalues)} comparisons._\n",
+            f"per dataset against every other method{among}, Holm-corrected over the {len(pvalues)} comparisons._\n",
             Table(list(HEADS), rows)]

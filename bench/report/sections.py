@@ -46,19 +46,19 @@ class Ctx:
         items = frozenset(i for part in stat.parts for i in part)
         key = (entry, items)
         if key not in self._drill_ids:
-            if self._by_entry is None:
+            if self._by_entry is None:          # once: every completed run as a small record, by entry
+                self._by_entry = {}
                 done = self.res.completed
-                self._by_entry = {k if isinstance(k, tuple) else (k,): g
-                                  for k, g in done.groupby(ENTRY, sort=False)} if len(done) else {}
-            runs = self._by_entry.get(tuple(entry))
+                cols = ENTRY + ["dataset", "eval", "seed", "acc", "n", "cell_id", "path"]
+                for rec in done[cols].to_dict("records") if len(done) else []:
+                    self._by_entry.setdefault(tuple(rec[c] for c in ENTRY), []).append(rec)
             recs = []
-            if runs is not None:
-                mine = runs[[(d, e) in items for d, e in zip(runs["dataset"], runs["eval"])]]
-                for r in mine.sort_values(["dataset", "eval", "seed"]).itertuples():
-                    recs.append({"dataset": r.dataset, "eval": r.eval, "seed": int(r.seed),
-                                 "acc": round(float(r.acc), 4), "n": int(r.n) if present(r.n) else None,
-                                 "cell": r.cell_id, "result": str(r.path),
-                                 "log": str(Path(str(r.path)).parent / "log.txt")})
+            for r in sorted((r for r in self._by_entry.get(tuple(entry), []) if (r["dataset"], r["eval"]) in items),
+                            key=lambda r: (r["dataset"], r["eval"], r["seed"])):
+                recs.append({"dataset": r["dataset"], "eval": r["eval"], "seed": int(r["seed"]),
+                             "acc": round(float(r["acc"]), 4), "n": int(r["n"]) if present(r["n"]) else None,
+                             "cell": r["cell_id"], "result": str(r["path"]),
+                             "log": str(Path(str(r["path"])).parent / "log.txt")})
             self._drill_ids[key] = f"d{len(self._drill_ids)}"
             self.drills[self._drill_ids[key]] = recs
         return self._drill_ids[key]

@@ -34,6 +34,7 @@ images; two methods as uncorrelated). Everything is analytic: no resampling, no 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -194,17 +195,24 @@ def variance(blocks: list[list[tuple[Moments, np.ndarray]]]) -> Parts:
     return Parts(parts[0], seed_df, parts[2], image_df, int(fewest), np.asarray(least, dtype=np.float64))
 
 
-_U = (np.arange(512) + 0.5) / 512          # quadrature over the quantiles of the χ² of the seed part
+_U = (np.arange(256) + 0.5) / 256          # quadrature over the quantiles of the χ² of the seed part
+
+
+@functools.lru_cache(maxsize=4096)
+def _chi_over_nu(nu: float) -> np.ndarray:
+    """χ²_ν/ν at the mid-quantiles _U (ν rounded by the caller, so the cache hits)."""
+    from scipy.special import chdtri
+
+    return chdtri(nu, 1.0 - _U) / nu
 
 
 def _fiducial(parts: Parts) -> np.ndarray:
     """(..., J) draws-free fiducial variances: image + seed·ν/χ²_ν at the J mid-quantiles of χ²_ν (ν = seed df)."""
-    from scipy.special import chdtri
-
-    nu = np.clip(np.where(np.isfinite(parts.seed_df), parts.seed_df, 1e6), 1e-3, 1e6)[..., None]
-    chi = chdtri(nu, 1.0 - _U)
+    nu = np.clip(np.where(np.isfinite(parts.seed_df), parts.seed_df, 1e6), 1e-3, 1e6)
+    flat = np.round(np.asarray(nu, dtype=np.float64).ravel(), 3)
+    ratio = np.stack([_chi_over_nu(float(v)) for v in flat]).reshape(*np.shape(nu), len(_U))
     least = np.asarray(parts.least, dtype=np.float64)[..., None]
-    return parts.image[..., None] + np.maximum(parts.seed[..., None] * nu / chi, least)
+    return parts.image[..., None] + np.maximum(parts.seed[..., None] / ratio, least)
 
 
 def reference_quantile(parts: Parts, level: float = LEVEL) -> np.ndarray:
