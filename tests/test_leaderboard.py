@@ -77,7 +77,7 @@ def board(tmp_path_factory) -> tuple[Path, str]:
     return root, out.read_text()
 
 
-_CI = re.compile(r" \[[-+]?\d+\.\d, [-+]?\d+\.\d\]")
+_CI = re.compile(r" \[[-+]?\d+\.\d, [-+]?\d+\.\d(, 1 seed)?\]")
 
 
 def _row(text: str, first_cells: str, ci: bool = False) -> list[str]:
@@ -244,6 +244,7 @@ def test_dg_and_xd_sections_with_shipped_reported_rows(tmp_path: Path) -> None:
     assert ref[1] == "71.51" and ref[-1] == f"{72.5 - 71.51:+.2f} / {63.0 - published_avg:+.2f}"
     xd = text.split("## Cross-dataset transfer — ViT-B-16-quickgelu/openai, trained on ImageNet (16 shots)")[1]
     assert _row(xd, r"CoOp \| .*")[1:4] == ["71.00", "44.00", "44.00"]
+    assert _row(xd, r"CoOp \| .*", ci=True)[1].endswith(", 1 seed]")      # one seed: said in the interval
 
 
 def test_across_datasets_ranking_and_no_empty_columns(tmp_path: Path) -> None:

@@ -100,8 +100,10 @@ def annotate(ctx: Ctx, rows: list[tuple[Entry | None, Row]], columns: dict[int, 
     for col, stat in columns.items():
         live = [(e, r) for e, r in rows if e is not None and not r.ref and present(r.values.get(col))]
         for (e, r), (lo, hi) in zip(live, ctx.unc.intervals([(e, stat) for e, _ in live])):
-            r.ci[col] = interval(lo, hi)
             basis = ctx.unc.basis(e, _datasets(stat))
+            r.ci[col] = interval(lo, hi)
+            if basis == "images" and e[ENTRY.index("shots")] != 0 and r.ci[col]:   # a trained method, one seed:
+                r.ci[col] = r.ci[col][:-1] + ", 1 seed]"                          # the seed is not in the interval
             r.tips[col] = (f"95% CI {lo:.2f} to {hi:.2f} ({BASIS[basis]})" if present(lo) else
                            f"no interval ({BASIS[basis]})")
             r.drill[col] = ctx.drill(e, stat)
