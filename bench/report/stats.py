@@ -217,19 +217,30 @@ def _fiducial(parts: Parts) -> np.ndarray:
 
 def reference_quantile(parts: Parts, level: float = LEVEL) -> np.ndarray:
     """The half-width h with P(|Z|·√V* ≤ h) = level over the fiducial variances V* (`_fiducial`): with no image
-    part this is Student's t_ν, with no seed part the normal. Bisection on log h between the smallest and the
-    largest component's normal quantile (a scale mixture's quantile lies between them)."""
-    from scipy.special import erf, ndtri
+    part this is Student's t_ν, with no seed part the normal. Newton's method from below: F(h) = mean erf(h/√(2V*))
+    is concave for h > 0; it starts from Satterthwaite's t quantile (close) and is kept inside the bracket of the
+    smallest and largest component's normal quantiles."""
+    from scipy.special import erf, ndtri, stdtrit
 
-    v = _fiducial(parts)
     z = ndtri((1.0 + level) / 2.0)
-    with np.errstate(divide="ignore"):
-        lo, hi = np.log(z * np.sqrt(v.min(axis=-1)) + 1e-300), np.log(z * np.sqrt(v.max(axis=-1)) + 1e-300)
-    for _ in range(40):
-        mid = (lo + hi) / 2
-        inside = erf(np.exp(mid)[..., None] / np.sqrt(2 * v)).mean(axis=-1) < level
-        lo, hi = np.where(inside, mid, lo), np.where(inside, hi, mid)
-    return np.exp((lo + hi) / 2)
+    v = _fiducial(parts)
+    sd = np.sqrt(v)
+    lo, hi = z * sd.min(axis=-1), z * sd.max(axis=-1)
+    seed = np.maximum(parts.seed, parts.least)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = np.clip(np.where(parts.seed > 0, (seed + parts.image) ** 2 / (seed ** 2 / parts.seed_df), 1e6), 0.5, 1e6)
+    h = np.clip(stdtrit(df, (1.0 + level) / 2.0) * np.sqrt(seed + parts.image), lo, hi)
+    scale = math.sqrt(2.0 / math.pi) / v.shape[-1]
+    for _ in range(60):
+        x = h[..., None] / sd
+        f = erf(x / math.sqrt(2.0)).sum(axis=-1) / v.shape[-1] - level
+        slope = (np.exp(-0.5 * x * x) / sd).sum(axis=-1) * scale
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = np.where(slope > 0, -f / slope, 0.0)
+        h = np.clip(h + step, lo, hi)
+        if np.all(np.abs(step) <= 1e-9 * np.abs(h)):
+            break
+    return h
 
 
 def reference_p(parts: Parts, delta) -> np.ndarray:
