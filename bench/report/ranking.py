@@ -23,7 +23,7 @@ from bench.report.mdtable import DASH, Row, Table
 from bench.report.uncertainty import Entry, Stat, Uncertainty
 
 HEADS = ["Method", "Mean rank [95% over datasets]", "Datasets", "Wins / ties / losses", "Win rate"]
-MAX_PAIRWISE = 12      # pairwise tests among this many methods (best mean ranks first): M²·D tests grow fast
+MAX_PAIRWISE = 8      # pairwise tests among this many methods (best mean ranks first): M²·D tests grow fast
 
 
 def across_datasets(unc: Uncertainty, entries: dict[str, Entry], per_dataset: dict[str, Stat],

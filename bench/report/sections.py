@@ -9,8 +9,8 @@ few-shot by the largest K) show grouped ranks.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pandas as pd
 
@@ -58,7 +58,7 @@ class Ctx:
                 recs.append({"dataset": r["dataset"], "eval": r["eval"], "seed": int(r["seed"]),
                              "acc": round(float(r["acc"]), 4), "n": int(r["n"]) if present(r["n"]) else None,
                              "cell": r["cell_id"], "result": str(r["path"]),
-                             "log": str(Path(str(r["path"])).parent / "log.txt")})
+                             "log": os.path.join(os.path.dirname(str(r["path"])), "log.txt")})
             self._drill_ids[key] = f"d{len(self._drill_ids)}"
             self.drills[self._drill_ids[key]] = recs
         return self._drill_ids[key]

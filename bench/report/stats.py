@@ -215,7 +215,7 @@ def _fiducial(parts: Parts) -> np.ndarray:
     return parts.image[..., None] + np.maximum(parts.seed[..., None] / ratio, least)
 
 
-def reference_quantile(parts: Parts, level: float = LEVEL) -> np.ndarray:
+def reference_quantile(parts: Parts, level: float = LEVEL, v: np.ndarray | None = None) -> np.ndarray:
     """The half-width h with P(|Z|·√V* ≤ h) = level over the fiducial variances V* (`_fiducial`): with no image
     part this is Student's t_ν, with no seed part the normal. Newton's method from below: F(h) = mean erf(h/√(2V*))
     is concave for h > 0; it starts from Satterthwaite's t quantile (close) and is kept inside the bracket of the
@@ -223,7 +223,7 @@ def reference_quantile(parts: Parts, level: float = LEVEL) -> np.ndarray:
     from scipy.special import erf, ndtri, stdtrit
 
     z = ndtri((1.0 + level) / 2.0)
-    v = _fiducial(parts)
+    v = _fiducial(parts) if v is None else v
     sd = np.sqrt(v)
     lo, hi = z * sd.min(axis=-1), z * sd.max(axis=-1)
     seed = np.maximum(parts.seed, parts.least)
@@ -243,11 +243,11 @@ def reference_quantile(parts: Parts, level: float = LEVEL) -> np.ndarray:
     return h
 
 
-def reference_p(parts: Parts, delta) -> np.ndarray:
+def reference_p(parts: Parts, delta, v: np.ndarray | None = None) -> np.ndarray:
     """Two-sided p-value of 'the statistic is 0' against the same reference: E 2Φ(−|Δ|/√V*)."""
     from scipy.special import erfc
 
-    v = _fiducial(parts)
+    v = _fiducial(parts) if v is None else v
     with np.errstate(divide="ignore", invalid="ignore"):
         return erfc(np.abs(np.asarray(delta, dtype=np.float64))[..., None] / np.sqrt(2 * v)).mean(axis=-1)
 
@@ -263,8 +263,9 @@ def linear(blocks: list[list[tuple[Moments, np.ndarray]]], point, level: float =
     basis = "seeds" if not has_n else "images" if s == 1 else "seeds+images"
     se = np.sqrt(np.clip(parts.total, 0.0, None)) if (has_n or s > 1) else np.full(point.shape, np.nan)
     df = parts.seed_df
-    half = reference_quantile(parts, level)
-    p = np.where(se > 0, reference_p(parts, point), np.where(point == 0, 1.0, 0.0))
+    v = _fiducial(parts)
+    half = reference_quantile(parts, level, v)
+    p = np.where(se > 0, reference_p(parts, point, v), np.where(point == 0, 1.0, 0.0))
     lo, hi = point - half, point + half
     p = np.where(np.isnan(se) | np.isnan(point), np.nan, p)
     if s == 1 and has_n and len(blocks) == 1 and len(blocks[0]) == 1:
