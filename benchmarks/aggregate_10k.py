@@ -94,9 +94,9 @@ def main() -> int:
 
         from bench.report.aggregate import summaries
         from bench.report.collect import load_results
+        from bench.report.intervals import add_intervals
         from bench.report.leaderboard import Board, header_info, sections, write_leaderboard
         from bench.report.reported import compare, load_reported
-        from bench.report.intervals import add_intervals
         from bench.report.uncertainty import Uncertainty
 
         res, t_load = timed(lambda: load_results(root))

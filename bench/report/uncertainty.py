@@ -164,6 +164,8 @@ class Uncertainty:
         for d, items in per.items():
             r = runs[d]
             idx = _complete(r, [e for e, _ in items])
+            if not idx:                              # no run has every evaluation the statistic needs
+                return None
             units[d] = (tuple(r.seeds[i] for i in idx), [(self._unit(entry, d, e, idx), np.array([c]))
                                                           for e, c in items])
         return stats.linear(_blocks(units), self.point(entry, stat))
@@ -299,6 +301,8 @@ class Uncertainty:
             else:                                    # no common seed: two independent blocks
                 for side, (entry, r, w, sign) in enumerate(((a, ra[d], wa, 1.0), (b, rb[d], wb, -1.0))):
                     idx = _complete(r, evs)
+                    if not idx:
+                        return Comparison(nan, nan, nan, nan, 0, False, 0)
                     units[(d, side)] = ((side, tuple(r.seeds[i] for i in idx)),
                                         [(self._unit(entry, d, e, idx), np.array([sign * w[(d, e)]])) for e in evs])
                 paired, pairs = False, pairs + [0]
