@@ -94,9 +94,10 @@ def main() -> int:
 
         from bench.report.aggregate import summaries
         from bench.report.collect import load_results
+        from bench.report.intervals import add_intervals
         from bench.report.leaderboard import Board, header_info, sections, write_leaderboard
         from bench.report.reported import compare, load_reported
-        from bench.report.uncertainty import Uncertainty, add_intervals
+        from bench.report.uncertainty import Uncertainty
 
         res, t_load = timed(lambda: load_results(root))
         tables, t_sum = timed(lambda: summaries(res, intervals=False))
@@ -116,9 +117,9 @@ def main() -> int:
                                                       "images/eval) + ckpt/ folders" if not args.reuse else "reused"],
             ["load_results (walk + parse)", f"{t_load:.2f}", f"{len(res.frame)} rows, {c['done']}/{c['expected']} done"],
             ["summaries (all tables)", f"{t_sum:.2f}", ", ".join(f"{k}={len(v)}" for k, v in tables.items())],
-            ["intervals (bootstrap)", f"{t_unc + t_ci:.2f}", "every table value, averages and HMs"],
+            ["intervals (seeds × images model)", f"{t_unc + t_ci:.2f}", "every table value, averages and HMs"],
             ["read predictions.npz", f"{t_pred:.2f}", f"{n_pred} (cell, eval) correctness vectors"],
-            ["tie tests + grouped ranks", f"{t_ties:.2f}", "paired bootstrap vs each column's best, Holm"],
+            ["tie tests + grouped ranks", f"{t_ties:.2f}", "paired test vs each column's best, Holm"],
             ["aggregate total", f"{total:.2f}", "all of the above; target < 10 s on 2 cores"],
             ["write_leaderboard md, no plots", f"{t_md:.2f}", "includes its own load + summaries + statistics"],
             ["write_leaderboard md + html + plots", f"{t_html:.2f}", "3 PNGs, LEADERBOARD.html"],

@@ -54,6 +54,8 @@ def test_page_is_self_contained(page) -> None:
     assert text.count('<table class="board">') == len(rows)
     assert "Generated " in text and "bench v0.1.0" in text                 # provenance header
     assert "Holm correction" in text and "title=\"95% CI" in text           # the test named; intervals on hover
+    assert "Overlapping intervals are not the test" in text and '<body class="show-ci">' in text
+    assert 'id="drill-data"' in text and "data-drill=" in text and 'data-fmt="csv"' in text
     assert 'class="tie-mark"' in text or "≈" in text
     assert "Δ vs reported" in text
     md = (root / "LEADERBOARD.md").read_text()
@@ -98,5 +100,22 @@ def test_in_a_real_browser(page, chromium, tmp_path: Path) -> None:
     again = [v for v in s["reversed"] if v is not None]
     assert again == sorted(again) and s["reversedSort"] == "ascending"
     assert len(report["images"]) == 3 and all(i["ok"] and i["width"] > 100 for i in report["images"])
+    # a working tool: every header described, intervals shown, filters, drill-down, downloads
+    assert report["headTips"] and all(t and t != "sort by this column" for t in report["headTips"])
+    assert report["ciShown"]
+    assert report["methods"] == ["CLIP-LoRA", "CLIPFit", "CoOp", "Zero-shot CLIP"]
+    # CLIP-LoRA's own row in every table (plus its reported row in the base-to-new summary)
+    assert report["methodFilter"]["method"] == "CLIP-LoRA" and set(report["methodFilter"]["rows"]) <= {1, 2}
+    assert min(report["methodFilter"]["rows"]) == 1 and report["textFilter"] == [0] * len(rows)
+    proto = report["protoFilter"]
+    assert proto["proto"] == "base2new" and proto["hidden"] > 0
+    assert not any(h.startswith("Few-shot") for h in proto["shown"]) and proto["shown"][0].startswith("Base-to-new")
+    assert report["datasetFilter"]["dataset"] == "DTD" and set(report["datasetFilter"]["hiddenHeads"]) == {"EuroSAT"}
+    drill = report["drill"]
+    assert not drill["hidden"] and "result.json" in drill["text"] and "log.txt" in drill["text"]
+    assert re.search(r"\d run\(s\)", drill["text"])
+    head, first = report["csv"].splitlines()[:2]
+    assert head.startswith("Rank,Method,Base,New,HM") and re.search(r'"\d+\.\d\d ± \d+\.\d\d \[\d+\.\d, \d+\.\d\]"', first)
+    assert report["json"] == len(rows)
     png = screenshot(chromium, root / "LEADERBOARD.html", tmp_path / "shot.png", 1000, 800)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

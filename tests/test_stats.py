@@ -1,4 +1,4 @@
-"""Uncertainty: bootstrap intervals, paired tie tests with Holm, grouped ranks, and the acceptance trees
+"""Uncertainty: analytic intervals (crossed seeds × images), paired tie tests with Holm, grouped ranks, exact McNemar with one seed, and the acceptance trees
 (A better than B by a known margin, C = B + noise; intervals shrink with more seeds and more test images)."""
 
 from __future__ import annotations
@@ -45,22 +45,54 @@ def abc_tree(root: Path, n: int = 2000, seeds=(1, 2, 3), margin: float = 0.15, s
     return root
 
 
-def test_holm_and_p_value() -> None:
+def test_holm_and_exact_pieces() -> None:
     # Holm at 0.05 over 4: sorted p 0.01 (≤ .0125 reject), 0.02 (≤ .0167 no → stop): only the first rejected.
     out = stats.holm({"a": 0.02, "b": 0.01, "c": 0.04, "d": 0.5})
     assert out["b"][1] and not out["a"][1] and not out["c"][1] and not out["d"][1]
     assert out["b"][0] == pytest.approx(0.04) and out["a"][0] == pytest.approx(0.06)
     assert out["d"][0] == pytest.approx(0.5)                     # adjusted p is monotone and capped at 1
-    reps = np.random.default_rng(0).normal(2.0, 1.0, 4000)
-    assert stats.p_value(2.0, reps) == pytest.approx(0.0455, abs=0.004)        # 2 standard errors: p ≈ 0.046
-    assert stats.p_value(0.0, reps) == pytest.approx(1.0)
-    assert stats.percentile_interval(np.arange(101.0)) == pytest.approx((2.5, 97.5))
+    assert float(stats.mcnemar_exact(4, 0)) == pytest.approx(0.125)          # 2·(½)^4, not the large-sample 0.046
+    assert float(stats.mcnemar_exact(10, 10)) == 1.0 and float(stats.mcnemar_exact(0, 0)) == 1.0
+    lo, hi = stats.wilson(0.5, 100)
+    assert (float(lo), float(hi)) == pytest.approx((0.4038, 0.5962), abs=1e-4)
+    from scipy.special import ndtri, stdtrit
+    for nu in (1, 2, 5):                    # seed part only: Student's t with its df; image part only: normal
+        only_seed = stats.Parts(np.array(4.0), np.array(float(nu)), np.array(0.0), np.array(np.inf), 3)
+        assert float(stats.reference_quantile(only_seed)) == pytest.approx(2 * stdtrit(nu, 0.975), rel=2e-3)
+        assert float(stats.reference_p(only_seed, 2 * stdtrit(nu, 0.975))) == pytest.approx(0.05, abs=5e-4)
+    only_images = stats.Parts(np.array(0.0), np.array(np.inf), np.array(4.0), np.array(np.inf), 3)
+    assert float(stats.reference_quantile(only_images)) == pytest.approx(2 * ndtri(0.975), rel=1e-4)
+
+
+def test_moments_match_the_two_way_anova() -> None:
+    """The mean squares of `moments` are those of the textbook two-way ANOVA without replication, and the
+    variance of a seed mean is s²/S + (MS_image − MS_residual)/(S·N), its seed part floored at MS_residual/(S·N)
+    (a seed variance component below 0 is 0)."""
+    y = np.random.default_rng(4).random((1, 4, 50)) < np.linspace(0.2, 0.9, 50)
+    m = stats.moments(y)
+    x = y[0].astype(float)
+    s, n = x.shape
+    grand, rows, cols = x.mean(), x.mean(axis=1), x.mean(axis=0)
+    ms_img = s * ((cols - grand) ** 2).sum() / (n - 1)
+    ms_res = ((x - rows[:, None] - cols[None, :] + grand) ** 2).sum() / ((s - 1) * (n - 1))
+    assert m.img[0, 0] == pytest.approx(ms_img) and m.res[0, 0] == pytest.approx(ms_res)
+    parts = stats.variance([[(m, np.array([1.0]))]])
+    seed_part = max(rows.var(ddof=1) / s, ms_res / (s * n))
+    assert float(parts.total) == pytest.approx(seed_part + max(ms_img - ms_res, 0) / (s * n))
+    assert float(parts.seed_df) == pytest.approx(s - 1)
+    # a paired difference: moments of the pair with coefficients (1, −1) = moments of the difference table
+    pair = np.concatenate([y, np.random.default_rng(5).random((1, 4, 50)) < 0.6])
+    mp = stats.moments(pair[None])
+    c = np.array([1.0, -1.0])
+    d = pair[0].astype(float) - pair[1]
+    cols = d.mean(axis=0)
+    assert c @ mp.img[0] @ c == pytest.approx(s * ((cols - d.mean()) ** 2).sum() / (n - 1))
 
 
 def test_acceptance_a_best_b_and_c_tied(tmp_path: Path) -> None:
     root = abc_tree(tmp_path)
     text = write_leaderboard(root, plots=False).read_text()
-    assert "paired bootstrap over seeds and test images (two-sided, bootstrap standard error), α = 0.05, Holm correction" in text
+    assert f"{stats.TEST_NAME}, α = 0.05, Holm correction" in text
     few = text.split("### Average over 2 datasets")[1].split("###")[0]
     rows = {m: [c.strip() for c in line.strip("|").split("|")] for line in few.splitlines()
             for m in "ABC" if re.match(rf"\|\s*\d+\s*\|\s*{m}\s*\|", line)}
@@ -83,7 +115,8 @@ def test_known_margin_is_recovered(tmp_path: Path) -> None:
     avg = table[table["dataset"] == "average"].iloc[0]
     truth = res.completed.groupby("method")["acc"].mean()
     assert avg["delta"] == pytest.approx(truth["A"] - truth["B"])
-    assert avg["lo"] < avg["delta"] < avg["hi"] and avg["hi"] - avg["lo"] < 1.5   # tight: paired on images
+    # paired on images: about 2 points wide with 3 seeds (their 2 degrees of freedom widen the seed part)
+    assert avg["lo"] < avg["delta"] < avg["hi"] and avg["hi"] - avg["lo"] < 2.5 and avg["p"] < 0.01
     assert bool(avg["image_paired"]) and set(table["dataset"]) == {"dtd", "eurosat", "average"}
 
 
@@ -92,12 +125,12 @@ def _width(root: Path, method: str = "B") -> float:
     return float(t.loc[method, "acc_hi"] - t.loc[method, "acc_lo"])
 
 
-def _seedy_tree(root: Path, n: int, seeds: int) -> Path:
-    """One method whose seeds differ (sd ≈ 2 points) on n test images."""
+def _seedy_tree(root: Path, n: int, seeds: int, sd: float = 0.02) -> Path:
+    """One method whose seeds differ (by `sd`, ≈ 2 points) on n test images."""
     rng = np.random.default_rng(3)
     for d in DATASETS:
         for seed in range(1, seeds + 1):
-            p = 0.6 + rng.normal(0, 0.02)
+            p = 0.6 + rng.normal(0, sd)
             write_result(root, "B", d, seed=seed, predictions={"all": rng.random(n) < p})
     return root
 
@@ -106,9 +139,11 @@ def test_intervals_shrink_with_more_seeds_and_more_images(tmp_path: Path) -> Non
     w_few_seeds = _width(_seedy_tree(tmp_path / "s3", 1000, 3))
     w_many_seeds = _width(_seedy_tree(tmp_path / "s12", 1000, 12))
     assert w_many_seeds < 0.75 * w_few_seeds
-    w_few_images = _width(abc_tree(tmp_path / "n200", n=200))
-    w_many_images = _width(abc_tree(tmp_path / "n5000", n=5000))
+    w_few_images = _width(_seedy_tree(tmp_path / "n200", 200, 3, sd=0.0))     # seeds alike: images dominate
+    w_many_images = _width(_seedy_tree(tmp_path / "n5000", 5000, 3, sd=0.0))
     assert w_many_images < 0.5 * w_few_images
+    # with a real seed spread, more images cannot remove the seed part
+    assert _width(_seedy_tree(tmp_path / "n5000s", 5000, 3)) > 2 * w_many_images
 
 
 def test_intervals_are_deterministic_and_cover_the_mean(tmp_path: Path) -> None:
@@ -123,7 +158,7 @@ def test_intervals_are_deterministic_and_cover_the_mean(tmp_path: Path) -> None:
 def test_base2new_hm_and_average_intervals(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     for d in DATASETS:
-        for seed in (1, 2):
+        for seed in (1, 2, 3, 4, 5):
             write_result(tmp_path, "coop", d, protocol="base2new", seed=seed,
                          predictions={"base": rng.random(800) < 0.8, "new": rng.random(700) < 0.6})
     t = summaries(load_results(tmp_path))
@@ -131,8 +166,8 @@ def test_base2new_hm_and_average_intervals(tmp_path: Path) -> None:
     for col in ("base", "new", "hm"):
         assert avg[f"{col}_lo"] < avg[col] < avg[f"{col}_hi"]
     assert ((per["hm_lo"] < per["hm"]) & (per["hm"] < per["hm_hi"])).all()
-    # the average's interval is narrower than any one dataset's (two independent datasets averaged)
-    assert avg["hm_hi"] - avg["hm_lo"] < (per["hm_hi"] - per["hm_lo"]).min()
+    # the average's interval is narrower than a dataset's (two independent datasets averaged)
+    assert avg["hm_hi"] - avg["hm_lo"] < (per["hm_hi"] - per["hm_lo"]).mean()
 
 
 def test_without_predictions_intervals_come_from_counts_and_seeds(tmp_path: Path) -> None:
@@ -142,7 +177,7 @@ def test_without_predictions_intervals_come_from_counts_and_seeds(tmp_path: Path
     t = summaries(load_results(tmp_path))["fewshot"].set_index("method")
     assert t.loc["coop", "ci_basis"] == "seeds+images" and t.loc["coop", "mean_lo"] < 71 < t.loc["coop", "mean_hi"]
     text = write_leaderboard(tmp_path, plots=False).read_text()
-    assert "kept the seed pairing but drew the test-image resamples independently" in text
+    assert "kept the seed pairing but took the two methods' images as uncorrelated" in text
     cmp = compare_methods(load_results(tmp_path).frame, "cocoop", "coop")
     assert not cmp["image_paired"].any() and np.allclose(cmp["delta"], 0.1)
 
@@ -187,9 +222,30 @@ def test_cli_compare(tmp_path: Path, capsys) -> None:
     assert compare.execute(parser.parse_args(["A", "B", "--results", str(tmp_path)])) == 0
     out = capsys.readouterr().out
     assert "A − B · ViT-B-16-quickgelu/openai · fewshot · K=16" in out and "95% CI" in out
-    assert re.search(r"average\s+all\s+[\d.]+\s+[\d.]+\s+\+\d+\.\d\d\s+\[\+", out)       # A better: interval > 0
+    assert re.search(r"average\s+all\s+—\s+[\d.]+\s+[\d.]+\s+\+\d+\.\d\d\s+\[\+", out)    # A better: interval > 0
+    assert re.search(r"dtd\s+all\s+500\s+\d+/0 \d+/0 \d+/0\s", out)        # images; per seed: A right / B right
+    assert "Holm's step-down adjustment over all 3 rows" in out and "warning" not in out
+    assert compare.execute(parser.parse_args(["A", "B", "--results", str(tmp_path), "--seeds", "1"])) == 0
+    out = capsys.readouterr().out
+    assert "exact McNemar" in out and "warning: 1 seed(s)" in out and "not the two methods" in out
     assert compare.execute(parser.parse_args(["B", "C", "--results", str(tmp_path), "--format", "csv",
                                               "--datasets", "dtd"])) == 0
-    assert capsys.readouterr().out.splitlines()[0].startswith("backbone,pretrained,protocol,shots,dataset,eval")
+    csv = capsys.readouterr().out.splitlines()
+    assert csv[0].startswith("backbone,pretrained,protocol,shots,dataset,eval,images,discordant") and "p_holm" in csv[0]
     with pytest.raises(BenchError, match="method 'D' has no completed result here; available: A, B, C"):
         compare.execute(parser.parse_args(["A", "D", "--results", str(tmp_path)]))
+
+
+def test_one_seed_uses_exact_mcnemar_and_says_images_only(tmp_path: Path) -> None:
+    """4 images only A gets right, none only B: exact McNemar p = 2·(½)^4 = 0.125 (the large-sample test said
+    ≈ 0.04); the interval is image-only and labelled so."""
+    b = np.random.default_rng(6).random(1000) < 0.7
+    a = b.copy()
+    a[np.flatnonzero(~b)[:4]] = True
+    write_result(tmp_path, "A", "dtd", seed=1, predictions={"all": a})
+    write_result(tmp_path, "B", "dtd", seed=1, predictions={"all": b})
+    row = compare_methods(load_results(tmp_path).frame, "A", "B").iloc[0]
+    assert row["p"] == pytest.approx(0.125) and row["discordant"] == "4/0" and row["test"] == "exact McNemar"
+    assert row["lo"] < 0.4 < row["hi"] and row["images"] == 1000
+    t = summaries(load_results(tmp_path))["fewshot"]
+    assert set(t["ci_basis"]) == {"images"}

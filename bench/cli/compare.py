@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-HELP = "Paired difference A − B per dataset (and average, HM) with a bootstrap interval: same seeds, same test images."
+HELP = "Paired difference A − B per dataset (and average, HM) with its interval and test: same seeds, same test images."
 EPILOG = """\
 examples:
   bench compare clipfit coop                          # every protocol and K both have, results/
@@ -19,8 +19,9 @@ examples:
   bench compare lora coop --results /scratch/r --shots 16 --datasets dtd,eurosat --format csv
 
 Δ = A − B in points on the runs both have (common seeds, image by image where both cells have predictions.npz);
-[lo, hi] is its 95% paired bootstrap interval over seeds and test images, p the two-sided bootstrap p-value
-(not corrected for the number of rows: the leaderboard's ≈ marks are Holm-corrected per column).
+[lo, hi] is its 95% interval for the expected difference over seeds and test images, p the two-sided p-value of
+the paired test (exact McNemar with one seed), p(Holm) the same adjusted by Holm's procedure over every row
+printed. "A/B right" lists per seed the images only A got right / only B got right.
 """
 
 
@@ -61,10 +62,21 @@ def render_text(table, a: str, b: str) -> str:
 
     out = []
     for (bb, pt, protocol, k), sec in table.groupby(["backbone", "pretrained", "protocol", "shots"], sort=False):
-        rows = [[r.dataset, r.eval, f"{r.a:.2f}", f"{r.b:.2f}", f"{r.delta:+.2f}", f"[{r.lo:+.2f}, {r.hi:+.2f}]",
-                 f"{r.p:.3g}", r.seeds, "yes" if r.image_paired else "no"] for r in sec.itertuples()]
+        rows = [[r.dataset, r.eval, r.images, r.discordant or "—", f"{r.a:.2f}", f"{r.b:.2f}", f"{r.delta:+.2f}",
+                 f"[{r.lo:+.2f}, {r.hi:+.2f}]", f"{r.p:.3g}", f"{r.p_holm:.3g}", r.seeds,
+                 "yes" if r.image_paired else "no"] for r in sec.itertuples()]
         out.append(f"{a} − {b} · {bb}/{pt} · {protocol} · K={k}\n")
-        out.append(tabulate(rows, headers=["dataset", "eval", a, b, "Δ", "95% CI", "p", "seeds", "image-paired"],
-                            tablefmt="simple", colalign=("left", "left") + ("right",) * 7,
+        out.append(tabulate(rows, headers=["dataset", "eval", "images", f"{a}/{b} right, per seed", a, b, "Δ",
+                                           "95% CI", "p", "p(Holm)", "seeds", "image-paired"],
+                            tablefmt="simple", colalign=("left", "left") + ("right",) * 10,
                             disable_numparse=True) + "\n\n")
+    out.append(f"p(Holm): Holm's step-down adjustment over all {len(table)} rows above. Tests: "
+               + "; ".join(sorted(set(table["test"]))) + ".\n")
+    few = int(table["seeds"].min()) if len(table) else 0
+    if few < 3:
+        out.append(f"warning: {few} seed(s) in some comparison: " + (
+            "with one seed the test compares these two runs on these images, not the two methods (a seed can "
+            "change a method's accuracy by points); run more seeds for a claim about the methods.\n" if few <= 1 else
+            "the seed variance rests on 1 degree of freedom, so intervals are wide; 3 or more seeds are needed for "
+            "a seed-level claim of useful power.\n"))
     return "".join(out)

@@ -11,7 +11,7 @@ Conventions (the HM as CoCoOp reports it, https://arxiv.org/abs/2203.05557): std
 (ddof=1); per dataset, HM is taken from the seed-averaged Base and New; the average row is HM of the
 dataset-averaged Base and New. Only completed
 cells enter the tables; failed, malformed and missing cells are counted (`Results.completeness()`). Each value
-also gets a 95 % bootstrap interval over seeds and test images (`*_lo`, `*_hi`; bench.report.uncertainty).
+also gets a 95 % interval over seeds and test images (`*_lo`, `*_hi`; bench.report.uncertainty).
 """
 
 from __future__ import annotations
@@ -208,7 +208,7 @@ def summaries(results: Results, intervals: Any = True) -> dict[str, pd.DataFrame
     """Every summary table that has data, by name: fewshot, fewshot_avg, base2new, base2new_avg, xd, dg, cost.
 
     With `intervals` (True, or a `bench.report.uncertainty.Uncertainty` to reuse), each value gets its 95 %
-    bootstrap interval in `<value>_lo`/`<value>_hi` columns (bench.report.uncertainty.add_intervals)."""
+    interval in `<value>_lo`/`<value>_hi` columns (bench.report.intervals.add_intervals)."""
     frame, exp = results.frame, results.expected
     protocols = set(completed(frame)["protocol"])
     out: dict[str, pd.DataFrame] = {}
@@ -222,7 +222,8 @@ def summaries(results: Results, intervals: Any = True) -> dict[str, pd.DataFrame
         if proto in protocols:
             out[proto] = transfer_table(frame, proto, exp)
     if intervals is not False and intervals is not None and out:
-        from bench.report.uncertainty import Uncertainty, add_intervals
+        from bench.report.intervals import add_intervals
+        from bench.report.uncertainty import Uncertainty
 
         add_intervals(out, intervals if isinstance(intervals, Uncertainty) else Uncertainty(frame))
     if protocols:

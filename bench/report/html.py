@@ -5,21 +5,24 @@ Usage:
     >>> write_leaderboard(Path("results"), html=True)        # results/LEADERBOARD.md + results/LEADERBOARD.html
 
 The page needs no network: CSS and JavaScript are inline (templates/leaderboard.css, leaderboard.js, plain JS),
-plots are embedded as base64 data URIs. Tables sort by clicking a header (reference rows move with their
-method); every value carries its 95 % interval and tie test in a hover text, and a checkbox shows the intervals
-inline (`?ci=1` ticks it on load). `?selftest=1` makes the page sort a table and record what it saw in
-`<body data-selftest>`, so a headless browser (`chromium --headless --dump-dom`) can check it (tests/test_html.py).
+plots are embedded as base64 data URIs. A researcher can filter by protocol, method and dataset or by any text;
+tables sort by clicking a header (reference rows move with their method; every header has a description on
+hover); intervals are shown (a checkbox hides them, `?ci=0` on load); clicking a value lists the runs behind it
+(per seed: accuracy, images, cell, result.json with its config, log); every table downloads as CSV or JSON.
+`?selftest=1` makes the page exercise all this and record what it saw in `<body data-selftest>`, so a headless
+browser (`chromium --headless --dump-dom`) can check it (tests/test_html.py).
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import math
 import re
 from pathlib import Path
 from typing import Any
 
-from bench.report.mdtable import STAR, TIE, Row, Table
+from bench.report.mdtable import OVERLAP_LINE, STAR, TIE, Row, Table
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 _INLINE = [(re.compile(r"\*\*(.+?)\*\*"), r"<strong>\1</strong>"), (re.compile(r"`([^`]+)`"), r"<code>\1</code>"),
@@ -54,24 +57,92 @@ def _value(x: Any) -> str:
 def _cell(row: Row, i: int) -> dict[str, Any]:
     cls = [c for c, on in (("best", i in row.best), ("tie", i in row.ties), ("partial", i in row.marks)) if on]
     return {"text": inline(row.cells[i]), "v": _value(row.values.get(i)), "tip": row.tips.get(i, ""),
-            "ci": row.ci.get(i, ""), "tie": i in row.ties, "star": i in row.marks, "cls": " ".join(cls)}
+            "ci": row.ci.get(i, ""), "tie": i in row.ties, "star": i in row.marks, "cls": " ".join(cls),
+            "drill": row.drill.get(i, "")}
 
 
-def _table(table: Table) -> dict[str, Any]:
+def _table(table: Table, datasets: set[str]) -> dict[str, Any]:
     rows = [{"ref": r.ref, "cells": [_cell(r, i) for i in range(len(r.cells))]} for r in table.rows]
     numeric = [any(c["cells"][i]["v"] for c in rows) for i in range(len(table.heads))]
-    return {"heads": [inline(h) for h in table.heads], "numeric": numeric, "rows": rows}
+    return {"heads": [inline(h) for h in table.heads], "numeric": numeric, "rows": rows,
+            "tips": [describe(h, datasets) for h in table.heads]}
 
 
-def items(blocks: list, figures: list[tuple[str, Path]], plots_marker: str) -> list[dict[str, Any]]:
-    """The blocks as template items: heading, table, list, text, raw (<details>), plots."""
+HEAD_TIPS = {
+    "Rank": "grouped rank: the best method and those not significantly below it share rank 1, and so on",
+    "Method": "the method (rows marked 'reported' are published numbers, not runs here)",
+    "Base": "accuracy on the base classes, % (mean ± std over seeds [95% interval])",
+    "New": "accuracy on the new (unseen) classes, % (mean ± std over seeds [95% interval])",
+    "HM": "harmonic mean of Base and New, % [95% interval]",
+    "ΔHM vs zero-shot": "HM minus zero-shot CLIP's HM, points [paired 95% interval of the difference]",
+    "Trainable params": "parameters the method trains",
+    "Cost": "compute of all completed cells of the method (GPU-hours or CPU-hours)",
+    "Compute": "compute of all completed cells of the method (GPU-hours or CPU-hours)",
+    "Runs": "completed / planned runs (seeds × datasets) behind the row",
+    "Seeds": "completed / planned seeds",
+    "Images/s": "training throughput, images per second",
+    "Peak memory (MB)": "peak accelerator memory of a cell",
+    "Cells": "completed cells",
+    "Avg": "average over the datasets of the table [95% interval]",
+    "Target avg": "average over the target datasets [95% interval]",
+    "Datasets": "datasets the method was ranked on",
+    "Wins / ties / losses": "pairs (dataset, other method) where the paired test finds this method better / "
+                            "cannot tell / finds it worse (Holm-corrected over the table)",
+    "Win rate": "(wins + ties/2) / comparisons",
+    "Error": "the error recorded in result.json",
+    "Log": "the cell's log file",
+    "Cell": "the cell id (its folder under runs/)",
+}
+
+
+def describe(head: str, datasets: set[str]) -> str:
+    """A short description of a column, for its header's title."""
+    text = re.sub(r"[*]", "", head).strip()
+    if text in HEAD_TIPS:
+        return HEAD_TIPS[text]
+    if text.startswith("Δ vs reported"):
+        return "reproduced minus published value, points (only where the same datasets were averaged)"
+    if text.startswith("Mean rank"):
+        return "mean over datasets of the method's rank on each (1 = best) [95% t interval over datasets]"
+    if text.startswith("K="):
+        return f"accuracy with {text[2:]} training images per class, average over datasets, % [95% interval]"
+    if text.startswith("Source"):
+        return "accuracy on the training (source) dataset, % [95% interval]"
+    if text in datasets:
+        return f"accuracy on {text}, % (mean ± std over seeds [95% interval])"
+    return f"{text}: accuracy, % [95% interval]"
+
+
+def _protocol(heading: str) -> str | None:
+    """The protocol a level-2 heading opens ('' for the sections every protocol shares)."""
+    for prefix, proto in (("Base-to-new", "base2new"), ("Few-shot", "fewshot"), ("Cross-dataset", "xd"),
+                          ("Domain generalisation", "dg")):
+        if heading.startswith(prefix):
+            return proto
+    return ""
+
+
+def items(blocks: list, figures: list[tuple[str, Path]], plots_marker: str,
+          datasets: set[str] = frozenset()) -> list[dict[str, Any]]:
+    """The blocks as template items: heading, table, list, text, raw (<details>), plots; each with the protocol
+    of its section (`proto`, '' outside the protocols' sections)."""
+    out = _items(blocks, figures, plots_marker, datasets)
+    proto = ""
+    for item in out:
+        if item["kind"] == "heading" and item["level"] <= 2:
+            proto = _protocol(str(item["text"]))
+        item["proto"] = proto
+    return out
+
+
+def _items(blocks: list, figures: list[tuple[str, Path]], plots_marker: str, datasets) -> list[dict[str, Any]]:
     from markupsafe import Markup
 
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
     for block in blocks:
         if isinstance(block, Table):
-            out.append({"kind": "table", **_table(block)})
+            out.append({"kind": "table", **_table(block, set(datasets))})
         elif block == plots_marker:
             if figures:
                 out.append({"kind": "heading", "level": 2, "text": "Plots", "id": _slug("plots", seen)})
@@ -102,17 +173,21 @@ def data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
-def render_html(board: Any, blocks: list, figures: list[tuple[str, Path]]) -> str:
-    """The whole LEADERBOARD.html text (`board` is bench.report.leaderboard.Board)."""
+def render_html(board: Any, blocks: list, figures: list[tuple[str, Path]], *, header: str, stats_line: str,
+                plots_marker: str) -> str:
+    """The whole LEADERBOARD.html text (`board` is bench.report.leaderboard.Board, read for its tables and
+    drill-down runs)."""
     import jinja2
-
-    from bench.report.leaderboard import PLOTS, STATS_LINE, header_line
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
                              trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
-    body = items(blocks, figures, PLOTS)
+    datasets = sorted({t for frame in board.tables.values() if "dataset_title" in frame
+                       for t in frame["dataset_title"].dropna().unique()})
+    body = items(blocks, figures, plots_marker, set(datasets))
     toc = [i for i in body if i["kind"] == "heading" and i["level"] == 2]
+    protocols = [p for p in dict.fromkeys(i["proto"] for i in body) if p]
+    drill = json.dumps(getattr(board, "drills", {}), separators=(",", ":")).replace("</", "<\\/")
     return env.get_template("leaderboard.html.j2").render(
-        title="CLIP fine-tuning leaderboard", header=header_line(board.meta), stats_line=STATS_LINE, items=body,
+        title="CLIP fine-tuning leaderboard", header=header, stats_line=stats_line, overlap=OVERLAP_LINE, items=body,
         toc=toc, tie=TIE, star=STAR.replace("\\", ""), css=(TEMPLATES / "leaderboard.css").read_text(),
-        js=(TEMPLATES / "leaderboard.js").read_text())
+        js=(TEMPLATES / "leaderboard.js").read_text(), datasets=datasets, protocols=protocols, drill=drill)

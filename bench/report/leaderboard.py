@@ -20,7 +20,7 @@ import datetime as dt
 import json
 import os
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from bench.errors import BenchError
 from bench.report import stats
 from bench.report.aggregate import summaries
 from bench.report.collect import Results, load_results
-from bench.report.mdtable import DASH, STAR, TIE, Row, Table, params, present
+from bench.report.mdtable import DASH, OVERLAP_LINE, STAR, TIE, Row, Table, params, present
 from bench.report.reported import compare, load_reported
 from bench.report.sections import (
     DAGGER,
@@ -48,7 +48,8 @@ from bench.report.uncertainty import Uncertainty
 FORMATS = {"md": "LEADERBOARD.md", "html": "LEADERBOARD.html", "csv": "leaderboard.csv", "json": "leaderboard.json"}
 MAX_LISTED = 20
 PLOTS = "@plots"          # the block where the plots go
-STATS_LINE = (f"Intervals: {stats.LEVEL:.0%} two-level bootstrap over seeds and test images (B = {stats.B}). "
+STATS_LINE = (f"Intervals: {stats.LEVEL:.0%}, for the expected accuracy over seeds and test images (crossed random "
+              "effects, analytic; one seed: test images only). "
               f"{TIE} = statistically tied with the column's best (bold): {stats.TEST_NAME}, α = {stats.ALPHA}, "
               f"{stats.CORRECTION} correction over the methods compared in the column. Rank: grouped (a rank is "
               "shared by the methods tied with that group's best).")
@@ -64,6 +65,7 @@ class Board:
     cmp: pd.DataFrame
     meta: dict[str, Any]
     unc: Uncertainty
+    drills: dict[str, list[dict]] = field(default_factory=dict)    # the runs behind each value (HTML drill-down)
 
 
 def build(root: Path, now: dt.datetime | None = None) -> Board:
@@ -95,7 +97,8 @@ def write_leaderboard(root: Path, out: Path | None = None, fmt: str = "md", *, p
         if fmt == "html" or html:
             from bench.report.html import render_html
             target = out if fmt == "html" else out.with_name(FORMATS["html"])
-            _write(target, render_html(board, blocks, figures))
+            _write(target, render_html(board, blocks, figures, header=header_line(board.meta), stats_line=STATS_LINE,
+                                       plots_marker=PLOTS))
         if fmt == "html":
             return out
         text = render_markdown(board, blocks, figures, out.parent)
@@ -205,21 +208,22 @@ def notes(ctx: Ctx) -> list[str]:
              f"{DASH} no completed run. Bold = best reproduced value per column. Failed cells are not averaged.",
              "- Zero-shot rows (K = 0) appear as the baseline in every K section; ΔHM is relative to them, and its "
              "[interval] is the paired 95% interval of the HM difference.",
-             f"- [lo, hi] is the {stats.LEVEL:.0%} interval of the value: a two-level bootstrap that resamples seeds, "
-             "then the test images (one resample for all seeds: they saw the same images; B = " f"{stats.B}" "; "
-             "the same resamples give the intervals of dataset averages and HMs; procedure in docs/DESIGN.md). "
+             f"- [lo, hi] is the {stats.LEVEL:.0%} interval of the value's expectation over seeds and test images: "
+             "seeds and images as crossed random effects, the variance of the mean estimated from the per-seed "
+             "values and the images' mean squares (predictions.npz), a t-type reference for the few seeds (details "
+             "in README, \"How sure a ranking is\"); averages and HMs by the same model (the HM linearised). "
              "Without predictions.npz a method's seeds count as fully correlated on the images (conservative). "
-             "With one seed an interval covers the test images only" + (f" ({basis['images']} group(s) here)" if basis["images"] else "") + "; where a "
-             "result.json has no image count, the seeds only" + (f" ({basis['seeds']} group(s) here)" if
-                                                                  basis["seeds"] else "") + ".",
+             "With one seed an interval covers the test images only, not the seed" + (f" ({basis['images']} "
+             "group(s) here)" if basis["images"] else "") + "; where a result.json has no image count, the seeds "
+             "only" + (f" ({basis['seeds']} group(s) here)" if basis["seeds"] else "") + ".",
              f"- {TIE} marks a value statistically tied with the column's best: {stats.TEST_NAME} of the difference "
              "to the best on identical seeds and test images (per-image predictions, predictions.npz), α = "
              f"{stats.ALPHA}, {stats.CORRECTION}-corrected over the methods of the column. A rank is shared by a "
              "group's best and the methods tied with it. "
              + (f"{len(ctx.unpaired)} column(s) compared some methods without image pairing (no predictions.npz, "
-                "or different test images): those kept the seed pairing but drew the test-image resamples "
-                "independently."
-                if ctx.unpaired else "Every comparison here was paired image by image."),
+                "or different test images): those kept the seed pairing but took the two methods' images as "
+                "uncorrelated."
+                if ctx.unpaired else "Every comparison here was paired image by image.") + " " + OVERLAP_LINE,
              f"- *(reported)* rows are published numbers from `results/reported/*.yaml`; Δ = reproduced − reported, "
              f"shown only when the reproduced average covers the same datasets. {DAGGER} = not verified "
              "(3RD-PARTY, RECALL, DERIVED or UNVERIFIED in the reference).\n"]
@@ -247,6 +251,7 @@ def sections(board: Board) -> list[Block]:
         out += cost_section(ctx, bb, pt)
     if not pairs:
         out.append("_No completed runs yet._\n")
+    board.drills = ctx.drills
     return out + [PLOTS] + status_section(board.res) + notes(ctx)
 
 

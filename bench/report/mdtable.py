@@ -20,6 +20,9 @@ from tabulate import tabulate
 
 DASH, STAR, TIE = "—", "\\*", "≈"
 LEFT = {"Method", "Dataset", "Protocol", "Error", "Log", "Cell"}      # left-aligned columns; the rest are numbers
+OPTIONAL = ("Δ vs reported",)
+OVERLAP_LINE = ("Overlapping intervals are not the test: two methods whose intervals overlap can still differ "
+                "significantly, because the paired test (≈) uses their agreement on the same seeds and test images.")        # columns dropped from a table where no row has anything in them
 
 
 @dataclass
@@ -35,6 +38,16 @@ class Row:
     ties: set[int] = field(default_factory=set)
     tips: dict[int, str] = field(default_factory=dict)
     best: set[int] = field(default_factory=set)
+    drill: dict[int, str] = field(default_factory=dict)     # column → id of the cells behind the value (HTML)
+
+    def drop(self, col: int) -> None:
+        """Remove column `col`, shifting the per-column marks of the later columns."""
+        del self.cells[col]
+        for name in ("values", "ci", "tips", "drill"):
+            d = getattr(self, name)
+            setattr(self, name, {(i - 1 if i > col else i): v for i, v in d.items() if i != col})
+        for name in ("marks", "ties", "best"):
+            setattr(self, name, {(i - 1 if i > col else i) for i in getattr(self, name) if i != col})
 
 
 @dataclass
@@ -46,6 +59,12 @@ class Table:
     bold: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        for col in reversed(range(len(self.heads))):        # a reported-Δ column with nothing in it is left out
+            if self.heads[col].startswith(OPTIONAL) and all(r.cells[col] in ("", DASH) for r in self.rows):
+                del self.heads[col]
+                for r in self.rows:
+                    r.drop(col)
+                self.bold = tuple(b - 1 if b > col else b for b in self.bold if b != col)
         mark_best(self.rows, self.bold)
 
     def markdown(self) -> str:
@@ -53,10 +72,11 @@ class Table:
 
 
 def mark_best(rows: list[Row], bold: tuple[int, ...]) -> None:
-    """Set `Row.best` for the best reproduced value of every `bold` column (equal values all count)."""
+    """Set `Row.best` for the best reproduced value of every `bold` column (equal values all count); a column
+    with fewer than two values has no best."""
     for col in bold:
         vals = [r.values[col] for r in rows if not r.ref and present(r.values.get(col))]
-        best = max(vals) if vals else None
+        best = max(vals) if len(vals) > 1 else None
         for r in rows:
             if best is not None and not r.ref and present(r.values.get(col)) and math.isclose(r.values[col], best):
                 r.best.add(col)

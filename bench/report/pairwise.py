@@ -7,9 +7,11 @@ Usage:
 
 Each row compares A and B on the same backbone, protocol and K (a zero-shot side, K = 0, is compared with every K
 of the other), on the runs they share (common seeds; a single zero-shot run pairs with every seed) and image by
-image where both cells have predictions.npz: Δ = A − B in points, its 95 % paired bootstrap interval and the
-two-sided p-value (bench.report.uncertainty). Averages over the datasets both have and, for base-to-new, the HM
-of the averages are compared through the same resamples.
+image where both cells have predictions.npz: Δ = A − B in points, its 95 % interval and the two-sided p-value of
+the paired test (bench.report.uncertainty; exact McNemar with one seed), the test images and, per seed, the
+discordant images (A right and B wrong / B right and A wrong). Averages over the datasets both have and, for
+base-to-new, the HM of the averages are compared by the same model. `p_holm` is Holm-adjusted over every row of
+the table (one family: all the comparisons printed).
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.report.aggregate import dataset_order
-from bench.report.uncertainty import Entry, Stat, Uncertainty
+from bench.report.stats import holm
+from bench.report.uncertainty import ENTRY, Entry, Stat, Uncertainty
 
-COLUMNS = ["backbone", "pretrained", "protocol", "shots", "dataset", "eval", "a", "b", "delta", "lo", "hi", "p",
-           "seeds", "image_paired"]
+COLUMNS = ["backbone", "pretrained", "protocol", "shots", "dataset", "eval", "images", "discordant", "a", "b",
+           "delta", "lo", "hi", "p", "p_holm", "seeds", "df", "test", "image_paired"]
+_SECTION = [c for c in ENTRY if c not in ("method", "shots")]      # what both sides share: backbone, weights, ...
+_METHOD, _SHOTS, _PROTOCOL = ENTRY.index("method"), ENTRY.index("shots"), ENTRY.index("protocol")
 
 
 def _pairs(unc: Uncertainty, a: str, b: str) -> list[tuple[Entry, Entry]]:
@@ -30,8 +35,8 @@ def _pairs(unc: Uncertainty, a: str, b: str) -> list[tuple[Entry, Entry]]:
     def by_section(m: str) -> dict[tuple, dict[int, Entry]]:
         out: dict[tuple, dict[int, Entry]] = {}
         for e in unc.runs:
-            if e[3] == m:
-                out.setdefault(e[:3], {})[e[4]] = e
+            if e[_METHOD] == m:
+                out.setdefault(tuple(v for c, v in zip(ENTRY, e) if c in _SECTION), {})[e[_SHOTS]] = e
         return out
 
     mine, theirs = by_section(a), by_section(b)
@@ -50,7 +55,7 @@ def _pairs(unc: Uncertainty, a: str, b: str) -> list[tuple[Entry, Entry]]:
 def compare_methods(frame: pd.DataFrame, a: str, b: str, unc: Uncertainty | None = None) -> pd.DataFrame:
     """A − B per (backbone, pretrained, protocol, K) × dataset × evaluation, plus averages (and HM)."""
     unc = unc or Uncertainty(frame)
-    methods = {e[3] for e in unc.runs}
+    methods = {e[_METHOD] for e in unc.runs}
     for m in (a, b):
         if m not in methods:
             raise BenchError(f"method '{m}' has no completed result here; available: {', '.join(sorted(methods))}")
@@ -60,29 +65,41 @@ def compare_methods(frame: pd.DataFrame, a: str, b: str, unc: Uncertainty | None
     for ea, eb in _pairs(unc, a, b):
         common = [d for d in dataset_order(set(unc.runs[ea]) & set(unc.runs[eb]))]
         evals = list(dict.fromkeys(e for d in common for e in unc.runs[ea][d].evals if e in unc.runs[eb][d].acc))
-        shots = max(ea[4], eb[4])
+        shots = max(ea[_SHOTS], eb[_SHOTS])
         for d in common:
             for e in [e for e in evals if e in unc.runs[ea][d].acc and e in unc.runs[eb][d].acc]:
                 rows.append(_row(unc, ea, eb, shots, d, e, Stat.mean([(d, e)])))
-            if ea[2] == "base2new":
+            if ea[_PROTOCOL] == "base2new":
                 rows.append(_row(unc, ea, eb, shots, d, "hm", Stat.hm([(d, "base")], [(d, "new")])))
-        if len(common) > 1 and ea[2] in ("fewshot", "base2new"):
+        if len(common) > 1 and ea[_PROTOCOL] in ("fewshot", "base2new"):
             for e in evals:
                 rows.append(_row(unc, ea, eb, shots, "average", e, Stat.mean([(d, e) for d in common])))
-            if ea[2] == "base2new":
+            if ea[_PROTOCOL] == "base2new":
                 stat = Stat.hm([(d, "base") for d in common], [(d, "new") for d in common])
                 rows.append(_row(unc, ea, eb, shots, "average", "hm", stat))
-        for d in common if ea[2] in ("xd", "dg") else []:
+        for d in common if ea[_PROTOCOL] in ("xd", "dg") else []:
             targets = [e for e in evals if e != "source"]
             if len(targets) > 1:
                 rows.append(_row(unc, ea, eb, shots, d, "target_avg", Stat.mean([(d, t) for t in targets])))
     if not rows:
         raise BenchError(f"'{a}' and '{b}' share no backbone, protocol and K with results; nothing to compare")
-    return pd.DataFrame(rows, columns=COLUMNS)
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    adjusted = holm({i: p for i, p in enumerate(table["p"])})
+    table["p_holm"] = [adjusted[i][0] for i in range(len(table))]
+    return table
 
 
 def _row(unc: Uncertainty, ea: Entry, eb: Entry, shots: int, dataset: str, ev: str, stat: Stat) -> dict:
     c = unc.compare(ea, eb, stat)
-    return {"backbone": ea[0], "pretrained": ea[1], "protocol": ea[2], "shots": shots, "dataset": dataset,
-            "eval": ev, "a": c.a, "b": c.b, "delta": c.delta, "lo": c.lo, "hi": c.hi, "p": c.p, "seeds": c.pairs,
-            "image_paired": c.paired}
+    images, disc = "", ""
+    if len(stat.datasets) == 1 and len(stat.parts) == 1:
+        d = stat.datasets[0]
+        n = unc.runs[ea][d].n.get(ev)
+        images = int(n[n > 0].min()) if n is not None and (n > 0).any() else ""
+        got = unc.discordant(ea, eb, d, ev)
+        disc = " ".join(f"{n10}/{n01}" for _, n10, n01 in got) if got else ""
+    names = dict(zip(ENTRY, ea))
+    return {"backbone": names.get("backbone"), "pretrained": names.get("pretrained"), "protocol": names.get("protocol"),
+            "shots": shots, "dataset": dataset, "eval": ev, "images": images, "discordant": disc, "a": c.a, "b": c.b,
+            "delta": c.delta, "lo": c.lo, "hi": c.hi, "p": c.p, "p_holm": float("nan"), "seeds": c.pairs,
+            "df": c.df, "test": c.test, "image_paired": c.paired}

@@ -2,13 +2,14 @@
 and LEADERBOARD.html (bench.report.leaderboard, bench.report.html).
 
 Every number column carries its 95 % interval, a ≈ mark on the entries statistically tied with the column's
-best (bench.report.uncertainty: paired bootstrap, Holm) and a hover text; ranked tables (base-to-new by HM,
+best (bench.report.uncertainty: paired test, Holm) and a hover text; ranked tables (base-to-new by HM,
 few-shot by the largest K) show grouped ranks.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -16,9 +17,12 @@ import pandas as pd
 from bench.report.aggregate import cost_table, dataset_order
 from bench.report.collect import Results
 from bench.report.mdtable import DASH, Row, Table, f2, interval, params, pm, present, signed
-from bench.report.uncertainty import Entry, Stat, Uncertainty
+from bench.report.ranking import across_datasets
+from bench.report.uncertainty import ENTRY, Entry, Stat, Uncertainty
 
 DAGGER = "†"
+BASIS = {"seeds+images": "seeds and test images", "images": "one seed: test images only, not the seed",
+         "seeds": "no image counts: seeds only"}
 PROTOCOL_TITLES = {"xd": "Cross-dataset transfer", "dg": "Domain generalisation"}
 Block = str | Table
 
@@ -32,6 +36,32 @@ class Ctx:
     unc: Uncertainty
     shown_refs: dict[tuple[str, str, str, str], None] = field(default_factory=dict)
     unpaired: set[tuple] = field(default_factory=set)        # columns where some comparison was not image-paired
+    drills: dict[str, list[dict]] = field(default_factory=dict)   # id → the runs behind a value (HTML drill-down)
+    _drill_ids: dict[tuple, str] = field(default_factory=dict)
+    _by_entry: dict | None = None
+
+    def drill(self, entry: Entry, stat: Stat) -> str:
+        """The id of the runs behind `entry`'s value of `stat`: per run its dataset, evaluation, seed, accuracy,
+        images, cell id, result.json (its config) and log path."""
+        items = frozenset(i for part in stat.parts for i in part)
+        key = (entry, items)
+        if key not in self._drill_ids:
+            if self._by_entry is None:          # once: every completed run as a small record, by entry
+                self._by_entry = {}
+                done = self.res.completed
+                cols = ENTRY + ["dataset", "eval", "seed", "acc", "n", "cell_id", "path"]
+                for rec in done[cols].to_dict("records") if len(done) else []:
+                    self._by_entry.setdefault(tuple(rec[c] for c in ENTRY), []).append(rec)
+            recs = []
+            for r in sorted((r for r in self._by_entry.get(tuple(entry), []) if (r["dataset"], r["eval"]) in items),
+                            key=lambda r: (r["dataset"], r["eval"], r["seed"])):
+                recs.append({"dataset": r["dataset"], "eval": r["eval"], "seed": int(r["seed"]),
+                             "acc": round(float(r["acc"]), 4), "n": int(r["n"]) if present(r["n"]) else None,
+                             "cell": r["cell_id"], "result": str(r["path"]),
+                             "log": os.path.join(os.path.dirname(str(r["path"])), "log.txt")})
+            self._drill_ids[key] = f"d{len(self._drill_ids)}"
+            self.drills[self._drill_ids[key]] = recs
+        return self._drill_ids[key]
 
     def run_str(self, bb: str, pt: str, protocol: str, method: str, shots: list[int]) -> str:
         d = sum(self.runs.get((bb, pt, protocol, method, k), (0, 0))[0] for k in shots)
@@ -70,8 +100,13 @@ def annotate(ctx: Ctx, rows: list[tuple[Entry | None, Row]], columns: dict[int, 
     for col, stat in columns.items():
         live = [(e, r) for e, r in rows if e is not None and not r.ref and present(r.values.get(col))]
         for (e, r), (lo, hi) in zip(live, ctx.unc.intervals([(e, stat) for e, _ in live])):
+            basis = ctx.unc.basis(e, _datasets(stat))
             r.ci[col] = interval(lo, hi)
-            r.tips[col] = f"95% CI {lo:.2f} to {hi:.2f} ({ctx.unc.basis(e, _datasets(stat))})" if present(lo) else ""
+            if basis == "images" and e[ENTRY.index("shots")] != 0 and r.ci[col]:   # a trained method, one seed:
+                r.ci[col] = r.ci[col][:-1] + ", 1 seed]"                          # the seed is not in the interval
+            r.tips[col] = (f"95% CI {lo:.2f} to {hi:.2f} ({BASIS[basis]})" if present(lo) else
+                           f"no interval ({BASIS[basis]})")
+            r.drill[col] = ctx.drill(e, stat)
         if len(live) < 2:
             continue
         best, decision = ctx.unc.ties([e for e, _ in live], stat)
@@ -181,6 +216,8 @@ def base2new_section(ctx: Ctx, bb: str, pt: str) -> list[Block]:
             order + list(refs.sort_values("reported", ascending=False)["method"]))), len(heads), 2)
         out += [f"## Base-to-new generalisation — {bb}/{pt}, {k} shots, {per['dataset'].nunique()}-dataset average\n",
                 Table(heads, _interleave(rows, ref_rows), bold=(2, 3, 4, 5))]
+        out += across_datasets(ctx.unc, entries, {d: Stat.hm([(d, "base")], [(d, "new")]) for d in ds}, titles,
+                               "### HM across datasets: mean rank and pairwise tests")
         out += _hm_per_dataset(ctx, order, sec, per[per["shots"].isin([k, 0])], bb, pt, st[4])
     return out
 
@@ -271,6 +308,9 @@ def fewshot_section(ctx: Ctx, bb: str, pt: str) -> list[Block]:
                           Row(cells, values, marks | ({len(names) + 1} if a["partial"] else set()))))
         annotate(ctx, krows, {i + 1: Stat.mean([(d, "all")]) for i, d in enumerate(names)} | {len(names) + 1: stat})
         out += [f"### K = {k}\n", Table(heads, [r for _, r in krows], bold=tuple(range(1, len(names) + 2)))]
+        out += across_datasets(ctx.unc, {m: (bb, pt, "fewshot", m, int(avgs[m]["shots"])) for m in order if m in mines},
+                               {d: Stat.mean([(d, "all")]) for d in names}, titles,
+                               f"#### K = {k} across datasets: mean rank and pairwise tests")
     return out
 
 

@@ -1,37 +1,48 @@
-"""Bootstrap intervals and paired tests for accuracies over seeds and test images (numpy only, deterministic).
+"""Intervals and tests for accuracies over seeds × test images: a crossed random-effects model, solved analytically.
 
 Usage:
     >>> import numpy as np
-    >>> from bench.report.stats import Runs, marginal, paired, rng_for, percentile_interval, p_value, holm
-    >>> a = Runs(seeds=(1, 2, 3), acc={"all": np.array([.80, .82, .81])}, n={"all": np.array([1000] * 3)})
-    >>> reps = marginal(a, rng_for("example"))            # {"all": (B,) replicates of the seed-mean accuracy}
-    >>> percentile_interval(reps["all"])                  # 95 % interval, as fractions
+    >>> from bench.report import stats
+    >>> right = np.random.default_rng(0).random((1, 3, 1000)) < 0.8       # (methods, seeds, images) right/wrong
+    >>> m = stats.moments(right)                                           # one evaluation of one method
+    >>> est = stats.linear([[(m, np.array([1.0]))]], point=float(right.mean()))
+    >>> est.interval()                                                     # 95 % t interval, fractions
 
-The procedure (docs/DESIGN.md, "Uncertainty"): a two-level bootstrap over the crossed design seeds × test
-images. Level 1 resamples the seeds of a (method, dataset, protocol, K) group with replacement, one draw for
-every evaluation of the cell (Base and New, source and targets). Level 2 resamples the N test images with
-replacement, the same resample for every run (all seeds, both methods of a comparison: they were evaluated on
-the same images). The resampled runs' accuracies are drawn from their exact large-sample form, a normal with
-the multinomial covariance (p_uv − p_u·p_v)/N of the runs' right/wrong outcomes, p_uv taken from the per-image
-predictions; so the replicate keeps the agreement between seeds and between methods on the same images. A
-replicate of any statistic (a dataset average, an HM) is that statistic of the per-dataset replicates. Every
-draw comes from a generator seeded by SEED and the group's key, so tables are reproducible.
+The model (docs/DESIGN.md, "Uncertainty"). Run s of a method on test image i is right (y_si = 1) or not;
+y_si = μ + seed_s + image_i + residual_si, seeds and images random (images drawn from the population the test
+set stands for, seeds from the training randomness). The estimand is μ, the method's expected accuracy over
+seeds and images; its estimate, the mean over S seeds and N images, has
+
+    Var = σ²_seed/S + σ²_image/N + σ²_residual/(S·N),
+
+estimated without bias from the two-way ANOVA mean squares of the S × N table (MS_seed, MS_image, MS_residual):
+V = s²/S + (MS_image − MS_residual)/(S·N), s² the variance of the per-seed accuracies. The image term is
+clipped at 0. V is a sum of mean squares with few (S − 1) and many (N − 1) degrees of freedom, so the reference
+is Student's t with Satterthwaite's degrees of freedom (F. E. Satterthwaite, Biometrics Bulletin 2:110, 1946).
+A statistic of several evaluations — an average over datasets, an HM of Base and New (linearised: the delta
+method), a difference of two methods on the same seeds and images — is a linear combination Σ c·y over the
+evaluations' tables: the per-seed values of the combination give s², the combination's image and residual mean
+squares give the image term (the image pairing of two methods enters through their cross mean squares). Datasets
+whose runs have different seeds are independent blocks whose variances add.
+
+One seed: no seed variance can be estimated; the interval covers the test images only (a Wilson score interval
+for one accuracy, Agresti–Min for a paired difference; A. Agresti & Y. Min, Biometrics 61:515, 2005) and a paired
+difference is tested by the exact McNemar test (binomial on the discordant images). Without per-image
+predictions the image term is bounded from above by p(1 − p)/N (a method's seeds taken as fully correlated on the
+images; two methods as uncorrelated). Everything is analytic: no resampling, no random seed.
 """
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import math
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
-B = 1000                 # bootstrap replicates
 LEVEL = 0.95             # interval coverage
 ALPHA = 0.05             # family-wise level of the tie test (Holm across the methods of a column)
-SEED = 15                # base seed of every generator
-TEST_NAME = "paired bootstrap over seeds and test images (two-sided, bootstrap standard error)"
+TEST_NAME = "paired test on seeds × test images (two-sided, t-type reference for few seeds; exact McNemar with one seed)"
 CORRECTION = "Holm"
 
 
@@ -41,7 +52,7 @@ class Runs:
 
     seeds: tuple[int, ...]
     acc: dict[str, np.ndarray]                   # eval → (S,) accuracy as a fraction
-    n: dict[str, np.ndarray]                     # eval → (S,) test images (0 = unknown: seed-only)
+    n: dict[str, np.ndarray]                     # eval → (S,) test images (0 = unknown)
     correct: dict[str, list] = field(default_factory=dict)   # eval → per seed: bool (N,) array or None
     digest: dict[str, list] = field(default_factory=dict)    # eval → per seed: hash of the labels, or None
 
@@ -50,202 +61,260 @@ class Runs:
         return list(self.acc)
 
 
-def rng_for(*key: object) -> np.random.Generator:
-    """A generator seeded by SEED and a stable hash of `key` (never Python's salted hash)."""
-    h = hashlib.sha256(repr(key).encode()).digest()
-    return np.random.default_rng([SEED, int.from_bytes(h[:8], "little")])
+@dataclass
+class Moments:
+    """Sufficient statistics of one evaluation of k run sets on S aligned seeds (k = 1: a method, 2: a pair).
+
+    acc: (..., k, S) per-seed accuracies; img, res: (..., k, k) image and residual mean-square (cross-product)
+    matrices of the S × N tables; n: test images (0 = unknown); paired: the k sets were matched image by image;
+    ones: one-seed tables of a pair (discordant counts for McNemar) as (..., 2) = (first right only, second only).
+    """
+
+    acc: np.ndarray
+    img: np.ndarray
+    res: np.ndarray
+    n: int
+    paired: bool = True
+    discordant: np.ndarray | None = None
 
 
-def seed_draw(rng: np.random.Generator, s: int, b: int = B) -> np.ndarray:
-    """(b, s) indices: each replicate draws s seeds out of s with replacement."""
-    return rng.integers(0, s, size=(b, s))
+def moments(y: np.ndarray) -> Moments:
+    """Moments of (..., k, S, N) right/wrong tables (k run sets on the same S seeds and N images), vectorised
+    over leading axes. MS_image = S·cov(image means), MS_residual = the double-centred cross products /
+    ((S − 1)(N − 1)) (0 with one seed)."""
+    y = np.asarray(y)
+    s, n = y.shape[-2], y.shape[-1]
+    x = y.astype(np.float32)
+    acc = x.mean(axis=-1, dtype=np.float64)                                      # (..., k, S)
+    img_mean = x.mean(axis=-2, dtype=np.float64)                                # (..., k, N)
+    grand = acc.mean(axis=-1)                                                   # (..., k)
+    centred = img_mean - grand[..., None]
+    sp_img = s * np.einsum("...an,...bn->...ab", centred, centred)
+    img = sp_img / max(n - 1, 1)
+    if s > 1:
+        total = np.einsum("...asn,...bsn->...ab", x, x, dtype=np.float64) - s * n * grand[..., :, None] * grand[..., None, :]
+        dev = acc - grand[..., None]
+        sp_seed = n * np.einsum("...as,...bs->...ab", dev, dev)
+        res = (total - sp_seed - sp_img) / ((s - 1) * max(n - 1, 1))
+    else:
+        res = np.zeros_like(img)
+    disc = None
+    if y.shape[-3] == 2 and s == 1:
+        a, b = y[..., 0, 0, :].astype(bool), y[..., 1, 0, :].astype(bool)
+        disc = np.stack([(a & ~b).sum(axis=-1), (~a & b).sum(axis=-1)], axis=-1)
+    return Moments(acc, img, res, n, True, disc)
 
 
-def joint_matrix(p: np.ndarray, n: np.ndarray, correct: list, digest: list, owner: list) -> tuple[np.ndarray, bool]:
-    """The (U, U) image-level covariance of U runs' mean right/wrong outcomes: Σ_uv = (p_uv − p_u·p_v)/N, with
-    p_uv the fraction of test images both runs get right (from their per-image correctness on the same images).
-    Where that is unknown (no predictions, other images): runs of one method (`owner`) count as fully correlated
-    (ρ = 1, the largest variance their accuracies allow), runs of two methods as independent (ρ = 0).
-    Returns (Σ, whether every pair of runs of different owners was matched image by image)."""
-    p = np.nan_to_num(np.asarray(p, dtype=np.float64))
-    sd = np.sqrt(np.clip(p * (1.0 - p), 0.0, None))
-    owner = np.asarray(owner)
-    cov = np.where(owner[:, None] == owner[None, :], np.outer(sd, sd), 0.0)
-    groups: dict[str, list[int]] = {}
-    for u, (c, d) in enumerate(zip(correct, digest)):
-        if c is not None and d is not None:
-            groups.setdefault(d, []).append(u)
-    for units in groups.values():
-        x = np.stack([correct[u] for u in units]).astype(np.float32)
-        cov[np.ix_(units, units)] = (x @ x.T) / x.shape[1] - np.outer(p[units], p[units])
-    known = sum(len(units) for units in groups.values())
-    matched = known == len(p) and (len(groups) == 1 or len(set(owner.tolist())) == 1)
-    return cov * _scale(n), matched
+def moments_from_counts(acc: np.ndarray, n: int) -> Moments:
+    """Moments without per-image predictions, from (k, S) accuracies: the largest image term the accuracies
+    allow for each run set (seeds fully correlated, MS_image = S·p(1 − p)), run sets uncorrelated."""
+    acc = np.asarray(acc, dtype=np.float64)
+    p = acc.mean(axis=-1)
+    img = np.diag(acc.shape[-1] * p * (1.0 - p))
+    return Moments(acc, img, np.zeros_like(img), int(n), False)
 
 
-def _scale(n: np.ndarray) -> np.ndarray:
-    """1/√(n_u·n_v): per-image covariances → covariances of the mean accuracies (0 where n is unknown)."""
-    n = np.asarray(n, dtype=np.float64)
+def stack_pair(a: Moments, b: Moments) -> Moments:
+    """Two run sets' own moments as an unpaired pair (different images, or no predictions): no cross terms."""
+    z = np.zeros((2, 2))
+    img, res = z.copy(), z.copy()
+    img[0, 0], img[1, 1], res[0, 0], res[1, 1] = a.img[0, 0], b.img[0, 0], a.res[0, 0], b.res[0, 0]
+    n = a.n if a.n == b.n else min(a.n, b.n)
+    return Moments(np.concatenate([a.acc, b.acc]), img, res, n, False)
+
+
+@dataclass
+class Estimate:
+    """A statistic with its interval and test of 'it is 0', in the statistic's units; arrays over leading axes of
+    the moments (floats for one). basis: what the variance accounts for — 'seeds+images', 'images' (one seed:
+    no seed variance) or 'seeds' (no image counts)."""
+
+    value: np.ndarray | float
+    se: np.ndarray | float
+    df: np.ndarray | float
+    lo: np.ndarray | float
+    hi: np.ndarray | float
+    p: np.ndarray | float
+    basis: str
+
+    def interval(self) -> tuple:
+        return self.lo, self.hi
+
+
+@dataclass
+class Parts:
+    """The variance of a statistic in two parts: `seed`, estimated from per-seed values with `seed_df` degrees of
+    freedom (few), and `image`, estimated from the image and residual mean squares with `image_df` (many)."""
+
+    seed: np.ndarray
+    seed_df: np.ndarray
+    image: np.ndarray
+    image_df: np.ndarray
+    seeds: int
+    least: np.ndarray | float = 0.0      # the smallest value the seed part can have: its residual share
+
+    @property
+    def total(self) -> np.ndarray:
+        return np.maximum(self.seed, self.least) + self.image
+
+
+def variance(blocks: list[list[tuple[Moments, np.ndarray]]]) -> Parts:
+    """The variance of Σ c·(seed-mean accuracy) over the parts of independent blocks, in its two parts.
+    A block: (moments, coefficients (..., k)) per evaluation, all on the same S seeds. Vectorised over the leading
+    axes of the moments. Per block: seed part s²/S (s² the variance of the per-seed values of the combination,
+    S − 1 df), floored at its residual share (a seed variance component below 0 is 0: then the floor is a known
+    image-level term); image part Σ (MS_image − MS_residual)/(S·N) of the combination, clipped at 0 per evaluation;
+    blocks add, their df combine by Satterthwaite's rule."""
+    seed = seed_den = image = image_den = least = 0.0
+    fewest = math.inf
+    for block in blocks:
+        s = block[0][0].acc.shape[-1]
+        fewest = min(fewest, s)
+        floor = floor_den = 0.0
+        for m, c in block:
+            if m.n <= 0:
+                continue                                    # image count unknown: the seed part only
+            img = np.einsum("...a,...ab,...b->...", c, m.img, c) / (s * m.n)
+            if s == 1:
+                image, image_den = image + img, image_den + img ** 2 / max(m.n - 1, 1)
+                continue
+            res = np.einsum("...a,...ab,...b->...", c, m.res, c) / (s * m.n)
+            keep = img > res                                # the image component is clipped at 0 (and leaves the df)
+            image = image + np.where(keep, img - res, 0.0)
+            image_den = image_den + np.where(keep, img ** 2 / max(m.n - 1, 1) + res ** 2 / ((s - 1) * max(m.n - 1, 1)), 0.0)
+            floor, floor_den = floor + res, floor_den + res ** 2 / ((s - 1) * max(m.n - 1, 1))
+        if s > 1:
+            z = sum(np.einsum("...k,...ks->...s", c, m.acc) for m, c in block)
+            term = np.var(z, axis=-1, ddof=1) / s
+            seed, seed_den = seed + term, seed_den + term ** 2 / (s - 1)
+            least = least + floor
+    parts = [np.asarray(x, dtype=np.float64) for x in (seed, seed_den, image, image_den)]
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where((n[..., :, None] > 0) & (n[..., None, :] > 0), 1.0 / np.sqrt(n[..., :, None] * n[..., None, :]),
-                        0.0)
+        seed_df = np.where(parts[1] > 0, parts[0] ** 2 / parts[1], np.inf)
+        image_df = np.where(parts[3] > 0, parts[2] ** 2 / parts[3], np.inf)
+    return Parts(parts[0], seed_df, parts[2], image_df, int(fewest), np.asarray(least, dtype=np.float64))
 
 
-def _pair_covs(a: Runs, others: list[Runs], e: str, ia: np.ndarray, ib: np.ndarray) -> np.ndarray | None:
-    """The (K, 2s, 2s) covariances of A's and each other's aligned runs on evaluation e when every run has
-    predictions of the same images (the usual case, vectorised); None otherwise (then `joint_matrix` per pair)."""
-    ca, da = _units(a, e, ia)
-    units = [_units(o, e, ib) for o in others]
-    digests = set(da) | {d for _, db in units for d in db}
-    if None in digests or len(digests) != 1 or any(c is None for c in ca) or \
-            any(c is None for cb, _ in units for c in cb):
-        return None
-    xa = np.stack(ca).astype(np.float32)                                            # (s, N)
-    xb = np.stack([np.stack(cb) for cb, _ in units]).astype(np.float32)             # (K, s, N)
-    size = xa.shape[1]
-    aa = np.broadcast_to((xa @ xa.T) / size, (len(others), len(ia), len(ia)))
-    ba = (xb @ xa.T) / size                                                         # (K, s, s): B rows, A columns
-    bb = (xb @ np.swapaxes(xb, 1, 2)) / size
-    joint = np.concatenate([np.concatenate([aa, np.swapaxes(ba, 1, 2)], axis=2),
-                            np.concatenate([ba, bb], axis=2)], axis=1).astype(np.float64)
-    p = np.concatenate([np.broadcast_to(a.acc[e][ia], (len(others), len(ia))),
-                        np.stack([o.acc[e][ib] for o in others])], axis=1)
-    n = np.concatenate([np.broadcast_to(a.n[e][ia], (len(others), len(ia))),
-                        np.stack([o.n[e][ib] for o in others])], axis=1)
-    return (joint - p[:, :, None] * p[:, None, :]) * _scale(n)
+_U = (np.arange(256) + 0.5) / 256          # quadrature over the quantiles of the χ² of the seed part
 
 
-def _root(cov: np.ndarray) -> np.ndarray:
-    """R with R·Rᵀ = cov for (..., U, U) positive semi-definite matrices (eigenvalues clipped at 0)."""
-    w, v = np.linalg.eigh(cov)
-    return (v * np.sqrt(np.clip(w, 0.0, None))[..., None, :]).astype(np.float32)
+@functools.lru_cache(maxsize=4096)
+def _chi_over_nu(nu: float) -> np.ndarray:
+    """χ²_ν/ν at the mid-quantiles _U (ν rounded by the caller, so the cache hits)."""
+    from scipy.special import chdtri
+
+    return chdtri(nu, 1.0 - _U) / nu
 
 
-def _replicates(p: np.ndarray, z: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """(..., b) replicates: per replicate the mean over drawn runs idx (b, s) of p + z, z: (..., b, U) image-level
-    noise of every run (the same resampled images for all runs), clipped to [0, 1]; NaN runs skipped."""
-    rows = np.arange(idx.shape[0])[:, None]
-    x = np.clip(p[..., idx] + z[..., rows, idx], 0.0, 1.0)
-    if np.isnan(p).any():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return np.nanmean(x, axis=-1).astype(np.float32)
-    return x.mean(axis=-1, dtype=np.float32)
+def _fiducial(parts: Parts) -> np.ndarray:
+    """(..., J) draws-free fiducial variances: image + seed·ν/χ²_ν at the J mid-quantiles of χ²_ν (ν = seed df)."""
+    nu = np.clip(np.where(np.isfinite(parts.seed_df), parts.seed_df, 1e6), 1e-3, 1e6)
+    flat = np.round(np.asarray(nu, dtype=np.float64).ravel(), 3)
+    ratio = np.stack([_chi_over_nu(float(v)) for v in flat]).reshape(*np.shape(nu), len(_U))
+    least = np.asarray(parts.least, dtype=np.float64)[..., None]
+    return parts.image[..., None] + np.maximum(parts.seed[..., None] / ratio, least)
 
 
-def marginal(runs: Runs, rng: np.random.Generator, b: int = B) -> dict[str, np.ndarray]:
-    """Replicates of the seed-mean accuracy of every evaluation: one seed draw shared by the evaluations, and
-    per evaluation one image resample shared by all seeds (their correlation from the per-image predictions)."""
-    s = len(runs.seeds)
-    idx = seed_draw(rng, s, b)
-    out = {}
-    for e in runs.evals:
-        cov, _ = joint_matrix(runs.acc[e], runs.n[e], runs.correct.get(e) or [None] * s,
-                              runs.digest.get(e) or [None] * s, [0] * s)
-        z = rng.standard_normal((b, s), dtype=np.float32) @ _root(cov).T
-        out[e] = _replicates(runs.acc[e].astype(np.float32), z, idx)
-    return out
+def reference_quantile(parts: Parts, level: float = LEVEL, v: np.ndarray | None = None) -> np.ndarray:
+    """The half-width h with P(|Z|·√V* ≤ h) = level over the fiducial variances V* (`_fiducial`): with no image
+    part this is Student's t_ν, with no seed part the normal. Newton's method from below: F(h) = mean erf(h/√(2V*))
+    is concave for h > 0; it starts from Satterthwaite's t quantile (close) and is kept inside the bracket of the
+    smallest and largest component's normal quantiles."""
+    from scipy.special import erf, ndtri, stdtrit
 
-
-def align(a: Runs, b: Runs, a_fixed: bool = False, b_fixed: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs (into a.seeds, into b.seeds) of the runs compared: the common seeds; a side marked fixed
-    (zero-shot: one run that no seed changes) is paired with every seed of the other. Empty when nothing pairs."""
-    if a_fixed and len(a.seeds) == 1:
-        return np.zeros(len(b.seeds), dtype=int), np.arange(len(b.seeds))
-    if b_fixed and len(b.seeds) == 1:
-        return np.arange(len(a.seeds)), np.zeros(len(a.seeds), dtype=int)
-    common = [s for s in a.seeds if s in set(b.seeds)]
-    return (np.array([a.seeds.index(s) for s in common], dtype=int),
-            np.array([b.seeds.index(s) for s in common], dtype=int))
-
-
-def _units(r: Runs, e: str, ix: np.ndarray) -> tuple[list, list]:
-    c, d = r.correct.get(e), r.digest.get(e)
-    return ([c[i] for i in ix] if c else [None] * len(ix)), ([d[i] for i in ix] if d else [None] * len(ix))
-
-
-def paired_many(a: Runs, others: list[Runs], rng: np.random.Generator, ia: np.ndarray, ib: np.ndarray,
-                evals: list[str], b_reps: int = B) -> tuple[np.ndarray, np.ndarray, list[bool]]:
-    """Joint replicates of A against each of `others`, all aligned alike (runs ia of A with runs ib of each
-    other, see `align`) over the same `evals`: one seed draw over the aligned pairs, and per evaluation one image
-    resample shared by all 2s runs of the pair (their covariance from the per-image predictions, `joint_matrix`).
-    Returns (reps of A (K, E, b), reps of the others (K, E, b), per other: matched image by image everywhere)."""
-    s, k = len(ia), len(others)
-    idx = seed_draw(rng, s, b_reps)
-    covs, matched = np.zeros((k, len(evals), 2 * s, 2 * s)), [True] * k
-    for i, e in enumerate(evals):
-        fast = _pair_covs(a, others, e, ia, ib)
-        if fast is not None:
-            covs[:, i] = fast
-            continue
-        for j, o in enumerate(others):
-            ca, da = _units(a, e, ia)
-            cb, db = _units(o, e, ib)
-            p = np.concatenate([a.acc[e][ia], o.acc[e][ib]])
-            covs[j, i], ok = joint_matrix(p, np.concatenate([a.n[e][ia], o.n[e][ib]]), ca + cb, da + db,
-                                          [0] * s + [1] * s)
-            matched[j] &= ok
-    z = rng.standard_normal((k, len(evals), b_reps, 2 * s), dtype=np.float32) @ np.swapaxes(_root(covs), -1, -2)
-    pa = np.stack([a.acc[e][ia] for e in evals]).astype(np.float32)                       # (E, s)
-    pb = np.stack([np.stack([o.acc[e][ib] for e in evals]) for o in others]).astype(np.float32)   # (K, E, s)
-    ra = _replicates(np.broadcast_to(pa, (k, *pa.shape)), z[..., :s], idx)
-    rb = _replicates(pb, z[..., s:], idx)
-    return ra, rb, matched
-
-
-def paired(a: Runs, b: Runs, rng: np.random.Generator, a_fixed: bool = False, b_fixed: bool = False,
-           b_reps: int = B) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict]:
-    """Joint replicates of two methods' seed-mean accuracies on one dataset (`paired_many` with one other).
-    Returns (reps_a, reps_b, info) with info = {"pairs": aligned runs, "matched": image-paired everywhere}."""
-    ia, ib = align(a, b, a_fixed, b_fixed)
-    evals = [e for e in a.evals if e in b.acc]
-    if not len(ia) or not evals:
-        return {}, {}, {"pairs": 0, "matched": False}
-    ra, rb, matched = paired_many(a, [b], rng, ia, ib, evals, b_reps)
-    return dict(zip(evals, ra[0])), dict(zip(evals, rb[0])), {"pairs": len(ia), "matched": matched[0]}
-
-
-def percentile_interval(reps: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
-    """The central `level` percentile interval of the replicates (NaN, NaN when there are none)."""
-    lo, hi = percentile_intervals(np.asarray(reps, dtype=np.float64).reshape(1, -1), level)
-    return float(lo[0]), float(hi[0])
-
-
-def percentile_intervals(reps: np.ndarray, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise central percentile intervals of (K, b) replicates (linear interpolation, numpy's default);
-    NaN replicates are ignored, rows without any give NaN."""
-    x = np.sort(np.asarray(reps, dtype=np.float64), axis=1)                   # NaN sort last
-    n = (~np.isnan(x)).sum(axis=1)
-    out = []
-    for q in ((1.0 - level) / 2.0, (1.0 + level) / 2.0):
-        pos = q * np.maximum(n - 1, 0)
-        lo = np.floor(pos).astype(int)
-        hi = np.minimum(lo + 1, np.maximum(n - 1, 0))
-        rows = np.arange(len(x))
-        v = x[rows, lo] + (x[rows, hi] - x[rows, lo]) * (pos - lo)
-        out.append(np.where(n > 0, v, np.nan))
-    return out[0], out[1]
-
-
-def p_values(delta: np.ndarray, delta_reps: np.ndarray) -> np.ndarray:
-    """Row-wise two-sided p-values of 'difference = 0' (see `p_value`) for (K,) differences, (K, b) replicates."""
-    d = np.asarray(delta_reps, dtype=np.float64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        se = np.nanstd(d, axis=1, ddof=1)
-    delta = np.asarray(delta, dtype=np.float64)
+    z = ndtri((1.0 + level) / 2.0)
+    v = _fiducial(parts) if v is None else v
+    sd = np.sqrt(v)
+    lo, hi = z * sd.min(axis=-1), z * sd.max(axis=-1)
+    seed = np.maximum(parts.seed, parts.least)
     with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.abs(delta) / se
-    p = np.array([math.erfc(v / math.sqrt(2.0)) if v == v else float("nan") for v in z])
-    p = np.where(se > 0, p, np.where(delta == 0, 1.0, 0.0))
-    return np.where(np.isnan(delta) | (np.sum(~np.isnan(d), axis=1) < 2), np.nan, p)
+        df = np.clip(np.where(parts.seed > 0, (seed + parts.image) ** 2 / (seed ** 2 / parts.seed_df), 1e6), 0.5, 1e6)
+    h = np.clip(stdtrit(df, (1.0 + level) / 2.0) * np.sqrt(seed + parts.image), lo, hi)
+    scale = math.sqrt(2.0 / math.pi) / v.shape[-1]
+    for _ in range(60):
+        x = h[..., None] / sd
+        f = erf(x / math.sqrt(2.0)).sum(axis=-1) / v.shape[-1] - level
+        slope = (np.exp(-0.5 * x * x) / sd).sum(axis=-1) * scale
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = np.where(slope > 0, -f / slope, 0.0)
+        h = np.clip(h + step, lo, hi)
+        if np.all(np.abs(step) <= 1e-9 * np.abs(h)):
+            break
+    return h
 
 
-def p_value(delta: float, delta_reps: np.ndarray) -> float:
-    """Two-sided p-value of 'difference = 0' from the bootstrap distribution of the difference: the observed
-    difference over the replicates' standard deviation, against a standard normal. (A normal reference rather
-    than tail counting, so the small p-values Holm needs with many methods are resolved with B replicates.)"""
-    return float(p_values(np.array([delta]), np.asarray(delta_reps, dtype=np.float64).reshape(1, -1))[0])
+def reference_p(parts: Parts, delta, v: np.ndarray | None = None) -> np.ndarray:
+    """Two-sided p-value of 'the statistic is 0' against the same reference: E 2Φ(−|Δ|/√V*)."""
+    from scipy.special import erfc
+
+    v = _fiducial(parts) if v is None else v
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return erfc(np.abs(np.asarray(delta, dtype=np.float64))[..., None] / np.sqrt(2 * v)).mean(axis=-1)
+
+
+def linear(blocks: list[list[tuple[Moments, np.ndarray]]], point, level: float = LEVEL) -> Estimate:
+    """The Estimate of a linear statistic (see `variance`) whose value is `point` (vectorised like the moments).
+    One seed, one evaluation: a Wilson interval for one method's accuracy; for a paired difference (coefficients
+    c, −c) Agresti–Min and the exact McNemar p."""
+    parts = variance(blocks)
+    s = parts.seeds
+    point = np.asarray(point, dtype=np.float64)
+    has_n = all(m.n > 0 for block in blocks for m, _ in block)
+    basis = "seeds" if not has_n else "images" if s == 1 else "seeds+images"
+    se = np.sqrt(np.clip(parts.total, 0.0, None)) if (has_n or s > 1) else np.full(point.shape, np.nan)
+    df = parts.seed_df
+    v = _fiducial(parts)
+    half = reference_quantile(parts, level, v)
+    p = np.where(se > 0, reference_p(parts, point, v), np.where(point == 0, 1.0, 0.0))
+    lo, hi = point - half, point + half
+    p = np.where(np.isnan(se) | np.isnan(point), np.nan, p)
+    if s == 1 and has_n and len(blocks) == 1 and len(blocks[0]) == 1:
+        m, c = blocks[0][0]
+        c = np.asarray(c, dtype=np.float64)
+        if c.shape[-1] == 1 and np.all(c[..., 0] == 1.0):
+            lo, hi = wilson(m.acc[..., 0, 0], m.n, level)
+        elif c.shape[-1] == 2 and np.all(c[..., 0] == -c[..., 1]) and m.discordant is not None and m.paired:
+            n10, n01 = m.discordant[..., 0], m.discordant[..., 1]
+            p = mcnemar_exact(n10, n01)
+            d_lo, d_hi = agresti_min(n10, n01, m.n, level)
+            lo, hi = np.minimum(c[..., 0] * d_lo, c[..., 0] * d_hi), np.maximum(c[..., 0] * d_lo, c[..., 0] * d_hi)
+    out = [point, se, df, lo, hi, p]
+    if point.ndim == 0:
+        out = [float(x) for x in out]
+    return Estimate(*out, basis)
+
+
+def wilson(p, n: int, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson's score interval of a binomial proportion p of n (elementwise)."""
+    from scipy.special import ndtri
+
+    z = ndtri((1.0 + level) / 2.0)
+    p = np.asarray(p, dtype=np.float64)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def agresti_min(n10, n01, n: int, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
+    """Interval of a paired difference of proportions (n10 − n01)/n: Wald after adding ½ to each of the four
+    cells of the 2 × 2 table (Agresti & Min 2005). Elementwise."""
+    from scipy.special import ndtri
+
+    z = ndtri((1.0 + level) / 2.0)
+    a, b, m = np.asarray(n10) + 0.5, np.asarray(n01) + 0.5, n + 2.0
+    d = (a - b) / m
+    se = np.sqrt(np.clip((a + b) / m - d * d, 0.0, None) / m)
+    return d - z * se, d + z * se
+
+
+def mcnemar_exact(n10, n01) -> np.ndarray:
+    """Exact two-sided McNemar p-value: binomial(n10 + n01, ½) on the discordant pairs (elementwise)."""
+    from scipy.special import bdtr
+
+    n10, n01 = np.asarray(n10), np.asarray(n01)
+    k, m = np.minimum(n10, n01), n10 + n01
+    with np.errstate(invalid="ignore"):
+        return np.where(m == 0, 1.0, np.minimum(1.0, 2.0 * bdtr(k, np.maximum(m, 1), 0.5)))
 
 
 def holm(pvalues: dict, alpha: float = ALPHA) -> dict:
@@ -261,9 +330,29 @@ def holm(pvalues: dict, alpha: float = ALPHA) -> dict:
     return out
 
 
-def hm(base: np.ndarray, new: np.ndarray) -> np.ndarray:
+def hm(base, new):
     """Harmonic mean 2BN/(B+N), elementwise (0 where both are 0)."""
     base, new = np.asarray(base, dtype=np.float64), np.asarray(new, dtype=np.float64)
     s = base + new
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(s > 0, 2.0 * base * new / s, 0.0)
+
+
+def hm_gradient(base, new) -> tuple[np.ndarray, np.ndarray]:
+    """∂HM/∂Base = 2N²/(B+N)², ∂HM/∂New = 2B²/(B+N)² (the delta method's weights)."""
+    base, new = np.asarray(base, dtype=np.float64), np.asarray(new, dtype=np.float64)
+    s2 = (base + new) ** 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(s2 > 0, 2 * new ** 2 / s2, 0.5), np.where(s2 > 0, 2 * base ** 2 / s2, 0.5)
+
+
+def align(a: Runs, b: Runs, a_fixed: bool = False, b_fixed: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs (into a.seeds, into b.seeds) of the runs compared: the common seeds; a side marked fixed
+    (zero-shot: one run that no seed changes) is paired with every seed of the other. Empty when nothing pairs."""
+    if a_fixed and len(a.seeds) == 1:
+        return np.zeros(len(b.seeds), dtype=int), np.arange(len(b.seeds))
+    if b_fixed and len(b.seeds) == 1:
+        return np.arange(len(a.seeds)), np.zeros(len(a.seeds), dtype=int)
+    common = [s for s in a.seeds if s in set(b.seeds)]
+    return (np.array([a.seeds.index(s) for s in common], dtype=int),
+            np.array([b.seeds.index(s) for s in common], dtype=int))

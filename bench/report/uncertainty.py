@@ -10,10 +10,11 @@ Usage:
     >>> unc.compare(a, ("ViT-B-16", "openai", "fewshot", "coop", 16), stat)    # Comparison: Δ, interval, p
 
 A statistic (`Stat`) is a mean of (dataset, eval) accuracies, or the HM of two such means (Base and New); its
-replicates are the same function of the per-dataset bootstrap replicates (bench.report.stats). Ties: the best
-entry of a column (highest point value) is compared with every other entry by the paired bootstrap; Holm's
-procedure over those comparisons at ALPHA; the entries not rejected are tied with the best (≈). Grouped ranks
-repeat this: the best of the entries not yet ranked leads a group of those tied with it.
+variance is that of a linear combination of the evaluations' seed means (the HM linearised: delta method) under
+the crossed seeds × images model of bench.report.stats. Ties: the best entry of a column (highest point value)
+is compared with every other entry by the paired test; Holm's procedure over those comparisons at ALPHA; the
+entries not rejected are tied with the best (≈). Grouped ranks repeat this: the best of the entries not yet
+ranked leads a group of those tied with it.
 """
 
 from __future__ import annotations
@@ -24,10 +25,14 @@ import numpy as np
 import pandas as pd
 
 from bench.report import stats
-from bench.report.collect import completed
+from bench.report.collect import KEY, completed
 
-Entry = tuple[str, str, str, str, int]          # backbone, pretrained, protocol, method, shots
-_ENTRY = ["backbone", "pretrained", "protocol", "method", "shots"]
+# What identifies a row of a table (a method's runs). `method` is the collected label, which already carries a
+# variant and a non-default regime (clipfit@lam=4, coop@published): those columns would only keep two variants of
+# one method from being compared side by side.
+ENTRY = [c for c in KEY if c not in ("dataset", "seed", "variant", "regime")]
+Entry = tuple                                                # values of ENTRY: backbone, pretrained, protocol, method, K
+_METHOD, _SHOTS = ENTRY.index("method"), ENTRY.index("shots")
 
 
 @dataclass(frozen=True)
@@ -47,11 +52,28 @@ class Stat:
     def restrict(self, datasets: set[str]) -> Stat:
         return Stat(tuple(tuple(i for i in part if i[0] in datasets) for part in self.parts))
 
+    @property
+    def datasets(self) -> list[str]:
+        return sorted({d for part in self.parts for d, _ in part})
+
+    def weights(self, has, value) -> dict[tuple[str, str], float] | None:
+        """Coefficients of the (dataset, eval) seed means in the statistic's linearisation, over the items `has`
+        accepts (value: (dataset, eval) → seed mean, for the HM's gradient); None when a part is empty."""
+        parts = [[i for i in part if has(*i)] for part in self.parts]
+        if any(not p for p in parts):
+            return None
+        if len(parts) == 1:
+            return {i: 1.0 / len(parts[0]) for i in parts[0]}
+        means = [float(np.mean([value(*i) for i in p])) for p in parts]
+        grad = stats.hm_gradient(means[0], means[1])
+        out: dict[tuple[str, str], float] = {}
+        for g, p in zip(grad, parts):
+            for i in p:
+                out[i] = out.get(i, 0.0) + float(g) / len(p)
+        return out
+
     def apply(self, get) -> np.ndarray | float:
-        """`get(dataset, eval)` → value or replicates (None: absent, skipped); NaN when a part is empty."""
-        if len(self.parts) == 1 and len(self.parts[0]) == 1:               # one dataset and evaluation
-            v = get(*self.parts[0][0])
-            return float("nan") if v is None else v
+        """`get(dataset, eval)` → value (None: absent, skipped); NaN when a part is empty."""
         means = []
         for part in self.parts:
             vals = [v for v in (get(d, e) for d, e in part) if v is not None]
@@ -74,19 +96,20 @@ class Comparison:
     datasets: int
     a: float = float("nan")  # the two statistics on the aligned runs, in %
     b: float = float("nan")
+    df: float = float("nan")     # degrees of freedom of the seed part (inf: none estimated)
+    basis: str = ""              # seeds+images, images (one seed), seeds (no image counts)
+    test: str = ""               # the test behind p
 
 
 class Uncertainty:
-    """Bootstrap statistics over a collected frame (bench.report.collect), memoised per entry and pair."""
+    """Intervals and paired tests over a collected frame (bench.report.collect), memoised per entry and pair."""
 
-    def __init__(self, frame: pd.DataFrame, b: int = stats.B):
-        self.b = b
+    def __init__(self, frame: pd.DataFrame):
         self.frame = frame
         self.runs: dict[Entry, dict[str, stats.Runs]] = {}
         self.cells: dict[tuple, list[str]] = {}
-        self._marg: dict[tuple, dict[str, np.ndarray]] = {}
-        self._pair: dict[tuple, tuple] = {}
-        self._intervals: dict[tuple, tuple[float, float]] = {}
+        self._moments: dict[tuple, stats.Moments] = {}
+        self._estimates: dict[tuple, stats.Estimate] = {}
         self._compared: dict[tuple, Comparison] = {}
         self._points: dict[tuple, float] = {}
         self._correct: dict | None = None
@@ -96,7 +119,7 @@ class Uncertainty:
         done = done.sort_values("seed")
         n = pd.to_numeric(done["n"], errors="coerce").fillna(0).to_numpy(dtype=np.float64)
         acc = done["acc"].to_numpy(dtype=np.float64) / 100.0
-        keys = list(zip(*(done[c].tolist() for c in _ENTRY + ["dataset"])))
+        keys = list(zip(*(done[c].tolist() for c in ENTRY + ["dataset"])))
         grouped: dict[tuple, dict] = {}
         for key, seed, ev, a, k, cid in zip(keys, done["seed"].tolist(), done["eval"].tolist(), acc.tolist(),
                                             n.tolist(), done["cell_id"].tolist()):
@@ -110,7 +133,7 @@ class Uncertainty:
             nan = (np.nan, 0.0)
             acc_ = {e: np.array([g["vals"].get((e, s), nan)[0] for s in g["seeds"]]) for e in evals}
             n_ = {e: np.array([g["vals"].get((e, s), nan)[1] for s in g["seeds"]]) for e in evals}
-            self.runs.setdefault(key[:5], {})[key[5]] = stats.Runs(tuple(g["seeds"]), acc_, n_)
+            self.runs.setdefault(key[:-1], {})[key[-1]] = stats.Runs(tuple(g["seeds"]), acc_, n_)
             self.cells[key] = g["cells"]
 
     # ------------------------------------------------------------------------------------------- one entry
@@ -124,25 +147,39 @@ class Uncertainty:
                 lambda d, e: _seed_mean(runs[d].acc[e]) if d in runs and e in runs[d].acc else None))
         return self._points[key]
 
-    def replicates(self, entry: Entry, stat: Stat) -> np.ndarray:
+    def estimate(self, entry: Entry, stat: Stat) -> stats.Estimate | None:
+        """The statistic's Estimate (fractions), or None without data."""
+        key = (entry, stat)
+        if key not in self._estimates:
+            self._estimates[key] = self._estimate(entry, stat)
+        return self._estimates[key]
+
+    def _estimate(self, entry: Entry, stat: Stat) -> stats.Estimate | None:
         runs = self.runs.get(entry, {})
-        return np.asarray(stat.apply(lambda d, e: self._marginal(entry, d).get(e) if d in runs else None))
+        has = lambda d, e: d in runs and e in runs[d].acc and _seed_mean(runs[d].acc[e]) is not None  # noqa: E731
+        w = stat.weights(has, lambda d, e: _seed_mean(runs[d].acc[e]))
+        if w is None:
+            return None
+        per: dict[str, list] = {}
+        for (d, e), c in w.items():
+            per.setdefault(d, []).append((e, c))
+        units = {}
+        for d, items in per.items():
+            r = runs[d]
+            idx = _complete(r, [e for e, _ in items])
+            if not idx:                              # no run has every evaluation the statistic needs
+                return None
+            units[d] = (tuple(r.seeds[i] for i in idx), [(self._unit(entry, d, e, idx), np.array([c]))
+                                                          for e, c in items])
+        return stats.linear(_blocks(units), self.point(entry, stat))
 
-    def interval(self, entry: Entry, stat: Stat, level: float = stats.LEVEL) -> tuple[float, float]:
-        """The percentile interval of the statistic, in % (NaN, NaN without data)."""
-        return self.intervals([(entry, stat)], level)[0]
+    def interval(self, entry: Entry, stat: Stat) -> tuple[float, float]:
+        """The 95 % interval of the statistic, in % (NaN, NaN without data)."""
+        est = self.estimate(entry, stat)        # an accuracy lies in [0, 100]: the interval is cut there
+        return (float("nan"), float("nan")) if est is None else (max(est.lo, 0.0) * 100.0, min(est.hi, 1.0) * 100.0)
 
-    def intervals(self, items: list[tuple[Entry, Stat]], level: float = stats.LEVEL) -> list[tuple[float, float]]:
-        """`interval` for many (entry, statistic) pairs at once (one vectorised percentile computation)."""
-        todo = list(dict.fromkeys(k for k in items if (*k, level) not in self._intervals))
-        if todo:
-            reps = [np.asarray(self.replicates(e, st), dtype=np.float64) for e, st in todo]
-            width = max((r.size for r in reps if r.ndim == 1), default=1)
-            block = np.stack([r if r.ndim == 1 and r.size == width else np.full(width, np.nan) for r in reps])
-            lo, hi = stats.percentile_intervals(block, level)
-            for key, a, b in zip(todo, lo.tolist(), hi.tolist()):
-                self._intervals[(*key, level)] = (a * 100.0, b * 100.0)
-        return [self._intervals[(*k, level)] for k in items]
+    def intervals(self, items: list[tuple[Entry, Stat]]) -> list[tuple[float, float]]:
+        return [self.interval(e, st) for e, st in items]
 
     def basis(self, entry: Entry, datasets) -> str:
         """What an interval accounts for: 'seeds+images', 'images' (one seed) or 'seeds' (image counts unknown)."""
@@ -159,14 +196,7 @@ class Uncertainty:
                 out[self.basis(entry, [d])] += 1
         return out
 
-    def _marginal(self, entry: Entry, dataset: str) -> dict[str, np.ndarray]:
-        key = (*entry, dataset)
-        if key not in self._marg:
-            self._load_correct()
-            self._marg[key] = stats.marginal(self.runs[entry][dataset], stats.rng_for("marginal", *key), self.b)
-        return self._marg[key]
-
-    # --------------------------------------------------------------------------------------------- pairs
+    # ------------------------------------------------------------------------------------- the tables' moments
 
     def _load_correct(self) -> None:
         if self._correct is not None:
@@ -175,97 +205,125 @@ class Uncertainty:
 
         self._correct = load_correct(self.frame)
         for key, cells in self.cells.items():
-            runs = self.runs[key[:5]][key[5]]
+            runs = self.runs[key[:-1]][key[-1]]
             for e in runs.evals:
                 got = [self._correct.get((cid, e)) for cid in cells]
                 runs.correct[e] = [g[0] if g else None for g in got]
                 runs.digest[e] = [g[1] if g else None for g in got]
 
-    def _independent(self, a: Entry, b: Entry, d: str) -> tuple:
-        """Nothing pairs (disjoint seeds): each side's own replicates, drawn independently."""
-        ra, rb = self.runs[a][d], self.runs[b][d]
-        return (self._marginal(a, d), self._marginal(b, d), {e: _seed_mean(v) for e, v in ra.acc.items()},
-                {e: _seed_mean(v) for e, v in rb.acc.items()}, {"pairs": 0, "matched": False})
-
-    def _prepare_pairs(self, a: Entry, bs: list[Entry], d: str) -> None:
-        """Draw the joint replicates of (a, b) on dataset d for every b not drawn yet, one batch per alignment."""
-        todo = [b for b in dict.fromkeys(bs) if (a, b, d) not in self._pair]
-        if not todo:
-            return
+    def _table(self, entry: Entry, d: str, e: str, idx) -> tuple[np.ndarray | None, str | None]:
+        """(S, N) right/wrong of the runs idx and their labels' digest, or (None, None) when not all known."""
         self._load_correct()
-        ra = self.runs[a][d]
-        groups: dict[tuple, list[Entry]] = {}
-        for b in todo:
-            rb = self.runs[b][d]
-            ia, ib = stats.align(ra, rb, a[4] == 0, b[4] == 0)
-            evals = tuple(e for e in ra.evals if e in rb.acc)
-            if not len(ia) or not evals:
-                self._pair[(a, b, d)] = self._independent(a, b, d)
+        r = self.runs[entry][d]
+        c, dg = r.correct.get(e) or [], r.digest.get(e) or []
+        got = [(c[i], dg[i]) if i < len(c) else (None, None) for i in idx]
+        if not got or any(x is None or g is None for x, g in got) or len({g for _, g in got}) != 1 \
+                or len({x.shape for x, _ in got}) != 1:
+            return None, None
+        return np.stack([x for x, _ in got]), got[0][1]
+
+    def _count(self, entry: Entry, d: str, e: str, idx) -> int:
+        n = self.runs[entry][d].n[e][list(idx)]
+        return 0 if (n <= 0).any() else int(n.min())
+
+    def _unit(self, entry: Entry, d: str, e: str, idx) -> stats.Moments:
+        """One method's moments on evaluation e of dataset d, runs idx."""
+        key = (entry, d, e, tuple(int(i) for i in idx))
+        if key not in self._moments:
+            y, _ = self._table(entry, d, e, idx)
+            self._moments[key] = stats.moments(y[None]) if y is not None else stats.moments_from_counts(
+                self.runs[entry][d].acc[e][list(idx)][None], self._count(entry, d, e, idx))
+        return self._moments[key]
+
+    def _pair_unit(self, a: Entry, b: Entry, d: str, e: str, ia, ib) -> stats.Moments:
+        """The pair's moments on (d, e), runs ia of a aligned with ib of b: image by image where both have
+        predictions of the same images, else each side's own (no cross terms)."""
+        key = (a, b, d, e, tuple(int(i) for i in ia), tuple(int(i) for i in ib))
+        if key not in self._moments:
+            ya, ga = self._table(a, d, e, ia)
+            yb, gb = self._table(b, d, e, ib)
+            if ya is not None and yb is not None and ga == gb:
+                self._moments[key] = stats.moments(np.stack([ya, yb]))
             else:
-                groups.setdefault((tuple(ia.tolist()), tuple(ib.tolist()), evals), []).append(b)
-        for (ia_, ib_, evals), members in groups.items():
-            ia, ib = np.array(ia_, dtype=int), np.array(ib_, dtype=int)
-            rng = stats.rng_for("paired", a, d, ia_, ib_, tuple(members))
-            reps_a, reps_b, matched = stats.paired_many(ra, [self.runs[b][d] for b in members], rng, ia, ib,
-                                                        list(evals), self.b)
-            point_a = {e: _seed_mean(ra.acc[e][ia]) for e in evals}
-            for k, b in enumerate(members):
-                rb = self.runs[b][d]
-                self._pair[(a, b, d)] = (dict(zip(evals, reps_a[k])), dict(zip(evals, reps_b[k])), point_a,
-                                         {e: _seed_mean(rb.acc[e][ib]) for e in evals},
-                                         {"pairs": len(ia), "matched": matched[k]})
+                self._moments[key] = stats.stack_pair(self._unit(a, d, e, ia), self._unit(b, d, e, ib))
+        return self._moments[key]
+
+    # --------------------------------------------------------------------------------------------- pairs
 
     def compare(self, a: Entry, b: Entry, stat: Stat) -> Comparison:
         """a − b on `stat` over the datasets both have: paired point difference, interval and p-value (points)."""
-        return self.compare_many(a, [b], stat)[b]
+        key = (a, b, stat)
+        if key not in self._compared:
+            self._compared[key] = self._compare(a, b, stat)
+        return self._compared[key]
 
     def compare_many(self, a: Entry, bs: list[Entry], stat: Stat) -> dict[Entry, Comparison]:
-        """`compare(a, b, stat)` for every b, vectorised over the b that share datasets with a alike."""
-        todo = [b for b in dict.fromkeys(bs) if (a, b, stat) not in self._compared]
-        by_common: dict[frozenset, list[Entry]] = {}
-        for b in todo:
-            by_common.setdefault(frozenset(self.runs.get(a, {})) & frozenset(self.runs.get(b, {})), []).append(b)
-        for common, members in by_common.items():
-            st = stat.restrict(set(common))
-            used = sorted({d for part in st.parts for d, _ in part})
-            if not used:
-                nan = float("nan")
-                self._compared.update({(a, b, stat): Comparison(nan, nan, nan, nan, 0, False, 0) for b in members})
-                continue
-            for d in used:
-                self._prepare_pairs(a, members, d)
-            wanted = [(d, e) for part in st.parts for d, e in part]
-            complete = [b for b in members if all(e in self._pair[(a, b, d)][0] for d, e in wanted)]
-            if complete:
-                self._compare_group(a, complete, st, stat, used)
-            for b in members:
-                if b not in complete:
-                    self._compare_group(a, [b], st, stat, used)
-        return {b: self._compared[(a, b, stat)] for b in bs}
+        return {b: self.compare(a, b, stat) for b in bs}
 
-    def _compare_group(self, a: Entry, members: list[Entry], st: Stat, stat: Stat, used: list[str]) -> None:
-        """Comparisons of a with `members` on `st` (restricted to `used` datasets), vectorised over members."""
-        pairs = {(b, d): self._pair[(a, b, d)] for b in members for d in used}
+    def aligned(self, a: Entry, b: Entry, d: str, evals: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Runs of a and b on dataset d compared with each other: common seeds (a zero-shot side, K = 0, pairs
+        with every seed), only those with every evaluation in `evals` on both sides."""
+        ra, rb = self.runs[a][d], self.runs[b][d]
+        ia, ib = stats.align(ra, rb, a[_SHOTS] == 0, b[_SHOTS] == 0)
+        ok = [i for i in range(len(ia)) if all(ra.acc[e][ia[i]] == ra.acc[e][ia[i]] and
+                                               rb.acc[e][ib[i]] == rb.acc[e][ib[i]] for e in evals)]
+        return ia[ok], ib[ok]
 
-        def get(side: int):
-            def one(d: str, e: str):
-                vals = [pairs[(b, d)][side].get(e) for b in members]
-                return None if any(v is None for v in vals) else np.stack([np.asarray(v) for v in vals])
-            return one
+    def _compare(self, a: Entry, b: Entry, stat: Stat) -> Comparison:
+        nan = float("nan")
+        ra, rb = self.runs.get(a, {}), self.runs.get(b, {})
+        st = stat.restrict(set(ra) & set(rb))
+        has = lambda d, e: e in ra[d].acc and e in rb[d].acc  # noqa: E731
+        wanted = {(d, e) for part in st.parts for d, e in part if has(d, e)}
+        by_d: dict[str, list[str]] = {}
+        for d, e in sorted(wanted):
+            by_d.setdefault(d, []).append(e)
+        align = {d: self.aligned(a, b, d, evs) for d, evs in by_d.items()}
+        means = {}
+        for d, evs in by_d.items():
+            ia, ib = align[d]
+            for e in evs:
+                means[(d, e)] = (_seed_mean(ra[d].acc[e][ia]), _seed_mean(rb[d].acc[e][ib])) if len(ia) else \
+                    (_seed_mean(ra[d].acc[e]), _seed_mean(rb[d].acc[e]))
+        ok = lambda d, e: (d, e) in means and None not in means[(d, e)]  # noqa: E731
+        wa, wb = st.weights(ok, lambda d, e: means[(d, e)][0]), st.weights(ok, lambda d, e: means[(d, e)][1])
+        if wa is None or wb is None:
+            return Comparison(nan, nan, nan, nan, 0, False, 0)
+        va = float(st.apply(lambda d, e: means[(d, e)][0] if ok(d, e) else None))
+        vb = float(st.apply(lambda d, e: means[(d, e)][1] if ok(d, e) else None))
+        units, paired, pairs = {}, True, []
+        for d in sorted({d for d, _ in wa}):
+            ia, ib = align[d]
+            evs = [e for (dd, e) in wa if dd == d]
+            if len(ia):
+                seeds = tuple((ra[d].seeds[i], rb[d].seeds[j]) for i, j in zip(ia, ib))
+                parts = [(self._pair_unit(a, b, d, e, ia, ib), np.array([wa[(d, e)], -wb[(d, e)]])) for e in evs]
+                paired &= all(m.paired for m, _ in parts)
+                units[d] = (seeds, parts)
+                pairs.append(len(ia))
+            else:                                    # no common seed: two independent blocks
+                for side, (entry, r, w, sign) in enumerate(((a, ra[d], wa, 1.0), (b, rb[d], wb, -1.0))):
+                    idx = _complete(r, evs)
+                    if not idx:
+                        return Comparison(nan, nan, nan, nan, 0, False, 0)
+                    units[(d, side)] = ((side, tuple(r.seeds[i] for i in idx)),
+                                        [(self._unit(entry, d, e, idx), np.array([sign * w[(d, e)]])) for e in evs])
+                paired, pairs = False, pairs + [0]
+        est = stats.linear(_blocks(units), va - vb)
+        one = est.basis == "images" and len(units) == 1 and len(wa) == 1 and paired
+        return Comparison((va - vb) * 100, max(est.lo, -1.0) * 100, min(est.hi, 1.0) * 100, est.p, min(pairs), paired, len(by_d),
+                          va * 100, vb * 100, est.df, est.basis, "exact McNemar" if one else
+                          "t (seeds × images, fiducial reference)" if est.basis != "images" else "normal (images only)")
 
-        k = len(members)
-        va = np.broadcast_to(np.asarray(st.apply(get(2)), dtype=np.float64), (k,))
-        vb = np.broadcast_to(np.asarray(st.apply(get(3)), dtype=np.float64), (k,))
-        reps = np.asarray(st.apply(get(0)), dtype=np.float64) - np.asarray(st.apply(get(1)), dtype=np.float64)
-        reps = reps if reps.ndim == 2 else np.full((k, 1), np.nan)
-        lo, hi = stats.percentile_intervals(reps)
-        p = stats.p_values(va - vb, reps)
-        for i, b in enumerate(members):
-            infos = [pairs[(b, d)][4] for d in used]
-            self._compared[(a, b, stat)] = Comparison(
-                float(va[i] - vb[i]) * 100, float(lo[i]) * 100, float(hi[i]) * 100, float(p[i]),
-                min(x["pairs"] for x in infos), all(x["matched"] for x in infos), len(used),
-                float(va[i]) * 100, float(vb[i]) * 100)
+    def discordant(self, a: Entry, b: Entry, d: str, e: str) -> list[tuple[int, int, int]] | None:
+        """Per aligned seed (seed of a, images a got right and b wrong, images b got right and a wrong), or None
+        without predictions of the same images."""
+        ia, ib = self.aligned(a, b, d, [e])
+        ya, ga = self._table(a, d, e, ia)
+        yb, gb = self._table(b, d, e, ib)
+        if ya is None or yb is None or ga != gb or not len(ia):
+            return None
+        return [(self.runs[a][d].seeds[i], int((x & ~y).sum()), int((~x & y).sum())) for i, x, y in zip(ia, ya, yb)]
 
     def ties(self, entries: list[Entry], stat: Stat) -> tuple[Entry | None, dict[Entry, tuple[float, bool]]]:
         """(the best entry, every other entry → (Holm-adjusted p, tied with the best)). Tied = not significantly
@@ -293,61 +351,21 @@ class Uncertainty:
         return out
 
 
+def _complete(r: stats.Runs, evals: list[str]) -> list[int]:
+    """Indices of the runs that have every evaluation in `evals`."""
+    return [i for i in range(len(r.seeds)) if all(r.acc[e][i] == r.acc[e][i] for e in evals)]
+
+
+def _blocks(units: dict) -> list[list]:
+    """One block when every dataset has the same runs (their seed effects may be correlated: the per-seed
+    values of the combination carry it), else one independent block per dataset."""
+    seeds = {v[0] for v in units.values()}
+    if len(seeds) == 1:
+        return [[part for _, parts in units.values() for part in parts]]
+    return [parts for _, parts in units.values()]
+
+
 def _seed_mean(v: np.ndarray) -> float | None:
     """The mean over seeds, skipping NaN (a seed without this evaluation); None when there is none."""
     vals = [x for x in np.asarray(v, dtype=np.float64).tolist() if x == x]
     return sum(vals) / len(vals) if vals else None
-
-
-# ------------------------------------------------------------------------------------ intervals for the tables
-
-
-def _entry(rec: dict, protocol: str) -> Entry:
-    return (rec["backbone"], rec["pretrained"], protocol, rec["method"], int(rec["shots"]))
-
-
-def _set(table: pd.DataFrame, col: str, values: list[tuple[float, float]]) -> None:
-    table[f"{col}_lo"] = [v[0] for v in values]
-    table[f"{col}_hi"] = [v[1] for v in values]
-
-
-def add_intervals(tables: dict[str, pd.DataFrame], unc: Uncertainty) -> dict[str, pd.DataFrame]:
-    """Add `<value>_lo`/`<value>_hi` (95 % bootstrap interval, %) beside each value of the summary tables
-    (`bench.report.aggregate.summaries`), and `ci_basis` (seeds+images, images, seeds). In place; returns them."""
-    def fill(t: pd.DataFrame, protocol: str, cols: dict[str, list[Stat]], datasets: list[list[str]]) -> None:
-        entries = [_entry(r, protocol) for r in t[_ENTRY[:2] + ["method", "shots"]].to_dict("records")]
-        for col, stats_ in cols.items():
-            _set(t, col, unc.intervals(list(zip(entries, stats_))))
-        t["ci_basis"] = [unc.basis(e, ds) for e, ds in zip(entries, datasets)]
-
-    if "fewshot" in tables:
-        t = tables["fewshot"]
-        ds = [[d] for d in t["dataset"]]
-        fill(t, "fewshot", {"mean": [Stat.mean([(d[0], "all")]) for d in ds]}, ds)
-    if "fewshot_avg" in tables:
-        t = tables["fewshot_avg"]
-        ds = [_ds(r) for r in t.to_dict("records")]
-        fill(t, "fewshot", {"acc": [Stat.mean([(d, "all") for d in x]) for x in ds]}, ds)
-    for name, per in (("base2new", True), ("base2new_avg", False)):
-        if name in tables:
-            t = tables[name]
-            ds = [[d] for d in t["dataset"]] if per else [_ds(r) for r in t.to_dict("records")]
-            fill(t, "base2new", {
-                "base_mean" if per else "base": [Stat.mean([(d, "base") for d in x]) for x in ds],
-                "new_mean" if per else "new": [Stat.mean([(d, "new") for d in x]) for x in ds],
-                "hm": [Stat.hm([(d, "base") for d in x], [(d, "new") for d in x]) for x in ds]}, ds)
-    for proto in ("xd", "dg"):
-        if proto in tables:
-            t = tables[proto]
-            recs = t.to_dict("records")
-            targets = t[t["eval"].ne("source") & t["eval"].ne("target_avg")].groupby(
-                ["backbone", "pretrained", "method", "dataset", "shots"])["eval"].agg(list).to_dict()
-            key = [(r["backbone"], r["pretrained"], r["method"], r["dataset"], r["shots"]) for r in recs]
-            stats_ = [Stat.mean([(r["dataset"], e) for e in (targets.get(k, []) if r["eval"] == "target_avg"
-                                                              else [r["eval"]])]) for r, k in zip(recs, key)]
-            fill(t, proto, {"mean": stats_}, [[r["dataset"]] for r in recs])
-    return tables
-
-
-def _ds(rec: dict) -> list[str]:
-    return [d for d in str(rec.get("datasets") or "").split(",") if d]
