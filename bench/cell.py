@@ -5,7 +5,8 @@ Usage:
     >>> result = run_cell(cell, Path("results"))      # returns the result dict; never raises for a cell's own error
 
 A failing cell is recorded as failed (error + log path) and returned, so a sweep goes on. Training state is
-checkpointed under the cell's `ckpt/` after every epoch; rerunning an unfinished cell resumes from it.
+checkpointed under the cell's `ckpt/` (every `ckpt_interval_s` seconds at an epoch's end); rerunning an unfinished
+cell resumes from the last checkpoint.
 """
 
 from __future__ import annotations
