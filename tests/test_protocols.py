@@ -1,0 +1,59 @@
+"""The protocol objects (bench.protocols): each lays out, evaluates and reports as the string comparisons they
+replaced did. `protocol_plans_before.json` is what commit 68cc1d0 (before bench.protocols) planned for the toy
+world; `python tests/test_protocols.py DATA_ROOT CARDS_ROOT` prints it again."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from bench.errors import BenchError
+from bench.grid import Grid, expand
+
+BEFORE = Path(__file__).with_name("protocol_plans_before.json")
+
+# name → (grid fields, with_data): every layout case of every protocol (defaults of source and targets included;
+# a default source is ImageNet, which the toy world lacks, so those cases are planned without data)
+CASES = {
+    "fewshot": ({"protocol": "fewshot", "datasets": ["toy", "toy2"], "shots": [1, 2], "seeds": [1, 2]}, True),
+    "base2new": ({"protocol": "base2new", "datasets": ["toy", "toy2"]}, True),
+    "xd_source_datasets": ({"protocol": "xd", "source": "toy", "datasets": ["toy", "toy2"]}, True),
+    "xd_targets_only": ({"protocol": "xd", "source": "toy", "datasets": [], "targets": ["toy2"]}, True),
+    "xd_default_source": ({"protocol": "xd", "datasets": ["toy", "toy2"]}, False),
+    "dg_source": ({"protocol": "dg", "source": "toy", "datasets": []}, True),
+    "dg_source_targets": ({"protocol": "dg", "source": "toy", "datasets": [], "targets": ["toy2"]}, True),
+    "dg_default": ({"protocol": "dg", "datasets": []}, False),
+}
+REFUSED = {"fewshot": {"protocol": "fewshot", "datasets": []}, "base2new": {"protocol": "base2new", "datasets": []},
+           "xd": {"protocol": "xd", "source": "toy", "datasets": []}}
+
+
+def plans(data: Path) -> dict:
+    out = {}
+    for name, (fields, with_data) in CASES.items():
+        g = Grid(**{"methods": ["clipfit", "zeroshot"], "shots": [2], "seeds": [1], "backbone": "bench-tiny",
+                    "pretrained": None, "data_root": str(data), "device": "cpu", **fields})
+        out[name] = [{"cell_id": c["cell_id"], "config": c["config"], "manifest_sha256": c["manifest_sha256"]}
+                     for c in expand(g, with_data=with_data)]
+    for name, fields in REFUSED.items():
+        g = Grid(methods=["clipfit"], backbone="bench-tiny", pretrained=None, data_root=str(data), **fields)
+        try:
+            expand(g, with_data=False)
+            out[f"refused_{name}"] = None
+        except BenchError as e:
+            out[f"refused_{name}"] = str(e)
+    return out
+
+
+def test_every_protocol_plans_the_cells_it_planned_before(toy):
+    assert plans(toy) == json.loads(BEFORE.read_text())
+
+
+if __name__ == "__main__":
+    from bench import cards
+
+    os.environ["BENCH_CARDS_PATH"] = sys.argv[2]
+    cards.clear_caches()
+    print(json.dumps(plans(Path(sys.argv[1])), indent=1, sort_keys=True))
