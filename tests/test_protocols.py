@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench.errors import BenchError
 from bench.grid import Grid, expand
 
@@ -57,3 +59,40 @@ if __name__ == "__main__":
     os.environ["BENCH_CARDS_PATH"] = sys.argv[2]
     cards.clear_caches()
     print(json.dumps(plans(Path(sys.argv[1])), indent=1, sort_keys=True))
+
+
+# evaluations each protocol's cells ran at commit 68cc1d0 (result.json `metrics`, in order), by the flags that
+# select them on the toy world
+RUNS = {"fewshot": (["--datasets", "toy"], ["all"]),
+        "base2new": (["--datasets", "toy"], ["base", "new"]),
+        "xd": (["--source", "toy", "--datasets", "toy,toy2"], ["source", "toy2"]),
+        "dg": (["--source", "toy", "--targets", "toy2"], ["source", "toy2"])}
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_a_cell_runs_the_evaluations_of_its_protocol(name, toy, tmp_path):
+    from bench.cli import main
+    from bench.protocols import protocol
+    from bench.results import ResultStore
+
+    flags, evals = RUNS[name]
+    root = tmp_path / "r"
+    assert main(["run", "--suite", "toy", "--data-root", str(toy), "--results", str(root), "--no-leaderboard",
+                 "--methods", "zeroshot", "--seeds", "1", "--protocol", name, *flags]) == 0
+    (result,) = [res for _, res in ResultStore(root).iter_results()]
+    assert result["status"] == "completed" and list(result["metrics"]) == evals
+    assert protocol(name).evals(result["config"]["targets"]) == evals
+
+
+def test_protocol_objects_answer_for_every_name():
+    from bench.cli.aggregate import TABLES
+    from bench.protocols import NAMES, in_board_order, of_heading, protocol
+
+    assert NAMES == ("fewshot", "base2new", "xd", "dg")                 # --protocol's choices, in this order
+    assert [p.name for p in in_board_order()] == ["base2new", "fewshot", "xd", "dg"]
+    assert TABLES == ["long", "fewshot", "fewshot_avg", "base2new", "base2new_avg", "xd", "dg", "cost", "summary"]
+    assert [of_heading(f"{protocol(n).title} — ViT-B-16/openai") for n in NAMES] == list(NAMES)
+    assert of_heading("Cost — ViT-B-16/openai") == ""
+    with pytest.raises(BenchError, match="protocol 'fewshoot' is unknown; did you mean 'fewshot'"):
+        protocol("fewshoot")
+

@@ -176,10 +176,10 @@ def base2new_average(table: pd.DataFrame, frame: pd.DataFrame | None = None, pro
 def transfer_table(frame: pd.DataFrame, protocol: str, expected: pd.DataFrame | None = None) -> pd.DataFrame:
     """Cross-dataset (xd) or domain generalisation (dg): per method × source dataset × K, the source accuracy,
     each target and `target_avg` (mean of the target seed means), each as one row of the long table."""
-    transfer_protocol(protocol)
+    own = transfer_protocol(protocol).own_evals
     stats = seed_stats(frame, protocol, expected).drop(columns=["protocol"])
     keys = ["backbone", "pretrained", "method", "method_title", "dataset", "dataset_title", "shots"]
-    targets = stats[stats["eval"] != "source"]
+    targets = stats[~stats["eval"].isin(own)]
     if len(targets):
         avg = targets.groupby(keys).agg(mean=("mean", "mean"), n=("n", "min"), n_planned=("n_planned", "max"),
                                         partial=("partial", "any")).reset_index()

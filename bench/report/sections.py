@@ -342,7 +342,7 @@ def transfer_section(ctx: Ctx, proto: Protocol, bb: str, pt: str) -> list[Block]
                        for i, e in enumerate(evals)}
             annotate(ctx, [((bb, pt, proto.name, m, int(shots[m])), row) for m, row in rows], columns)
             refs = ctx.refs(proto.name, bb, pt, source, k)
-            refs = refs[refs["eval"].isin(["source", "target_avg"]) | refs["eval"].isin(targets)]
+            refs = refs[refs["eval"].isin([*proto.own_evals, "target_avg"]) | refs["eval"].isin(targets)]
             ref_rows = _ref_rows(ctx, refs, evals, titles, list(dict.fromkeys(order + list(refs["method"]))),
                                  len(heads), 1, delta_evals=[evals[0], evals[-1]])
             out += [f"## {proto.title} — {bb}/{pt}, trained on {sec['dataset_title'].iloc[0]} "
