@@ -96,3 +96,20 @@ def test_protocol_objects_answer_for_every_name():
     with pytest.raises(BenchError, match="protocol 'fewshoot' is unknown; did you mean 'fewshot'"):
         protocol("fewshoot")
 
+
+def test_compare_of_a_transfer_protocol_gives_the_target_average(tmp_path):
+    """`bench compare` on xd/dg cells with two targets: a target_avg row, Δ = the mean of the targets' Δ (it raised
+    KeyError 'target_avg' before: the image counts were looked up under the average's name)."""
+    from result_fixtures import write_result
+
+    from bench.report.collect import load_results
+    from bench.report.pairwise import compare_methods
+
+    for seed in (1, 2):
+        for method, shift in (("A", 2.0), ("B", 0.0)):
+            write_result(tmp_path, method, "imagenet", protocol="xd", seed=seed, targets=["dtd", "eurosat"],
+                         metrics={"source": 70 + shift, "dtd": 40 + seed + shift, "eurosat": 50 + 3 * shift})
+    table = compare_methods(load_results(tmp_path).frame, "A", "B").set_index("eval")
+    assert list(table.index) == ["source", "dtd", "eurosat", "target_avg"]
+    assert table.loc["target_avg", "delta"] == pytest.approx((2.0 + 6.0) / 2)
+    assert table.loc["target_avg", "images"] == "" and table.loc["dtd", "images"] == 1000

@@ -95,7 +95,7 @@ def compare_methods(frame: pd.DataFrame, a: str, b: str, unc: Uncertainty | None
 def _row(unc: Uncertainty, ea: Entry, eb: Entry, shots: int, dataset: str, ev: str, stat: Stat) -> dict:
     c = unc.compare(ea, eb, stat)
     images, disc = "", ""
-    if len(stat.datasets) == 1 and len(stat.parts) == 1:
+    if len(stat.parts) == 1 and len(stat.parts[0]) == 1:      # one evaluation of one dataset (not an average)
         d = stat.datasets[0]
         n = unc.runs[ea][d].n.get(ev)
         images = int(n[n > 0].min()) if n is not None and (n > 0).any() else ""
