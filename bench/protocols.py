@@ -5,7 +5,7 @@ Usage:
     >>> from bench.protocols import protocol
     >>> p = protocol("xd")
     >>> p.layout(datasets=["imagenet", "dtd"], source=None, targets=None)     # [("imagenet", ["dtd"])]
-    >>> p.own_evals, p.tables, p.title                                       # ("source",), ("xd",), "Cross-dataset transfer"
+    >>> p.own_evals, p.tables, p.transfer          # ("source",), ("xd",), True
 
 fewshot (all classes, K ∈ shots), base2new (K = 16 unless --shots; train on the base half of the classes, test
 base and new; HM of the two), xd (train on the source — ImageNet — and test on the other datasets), dg (train on
@@ -30,21 +30,18 @@ class Protocol:
     tables: tuple[str, ...]         # summary tables (bench.report.aggregate.summaries) it makes
     default_shots: tuple[int, ...]  # K when neither --shots nor the grid file give them
     suite_shots: bool = False       # a suite's `shots` apply (only few-shot: the others train with 16)
+    class_split: bool = False       # trained on the base half of the classes; own_evals are (base, new), with HM
+    transfer: bool = False          # trained on one source and evaluated on targets too (a `target_avg`)
     default_source: str | None = None           # transfer: the training dataset without --source
-    default_targets: tuple[str, ...] | None = None   # transfer: evaluated datasets without --targets (None:
-    #                                                  the grid's other datasets)
+    default_targets: tuple[str, ...] | None = None   # transfer without --targets (None: the other datasets)
     targets_replace_datasets: bool = False      # --targets alone is enough (no --datasets needed)
     board_position: int = 0         # order of the sections in the leaderboard
 
-    @property
-    def transfer(self) -> bool:
-        """Trained on one source and evaluated on other datasets (xd, dg): one cell layout, source + targets."""
-        return self.own_evals == ("source",)
-
-    @property
-    def class_split(self) -> bool:
-        """Trained on the base half of the classes and evaluated on base and new (base2new), with their HM."""
-        return self.own_evals == ("base", "new")
+    def __post_init__(self) -> None:
+        if (self.class_split and len(self.own_evals) != 2) or (self.transfer and (len(self.own_evals) != 1
+                                                                               or not self.default_source)):
+            raise BenchError(f"protocol '{self.name}': a class split has two own evaluations (base, new), a "
+                             "transfer protocol one (its source) and a default source")
 
     @property
     def averaged(self) -> bool:
@@ -81,11 +78,11 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
     Protocol("fewshot", "Few-shot classification", ("all",), ("fewshot", "fewshot_avg"), (1, 2, 4, 8, 16),
              suite_shots=True, board_position=1),
     Protocol("base2new", "Base-to-new generalisation", ("base", "new"), ("base2new", "base2new_avg"), (16,),
-             board_position=0),
-    Protocol("xd", "Cross-dataset transfer", ("source",), ("xd",), (16,), default_source="imagenet",
-             targets_replace_datasets=True, board_position=2),
-    Protocol("dg", "Domain generalisation", ("source",), ("dg",), (16,), default_source="imagenet",
-             default_targets=DG_TARGETS, board_position=3),
+             class_split=True, board_position=0),
+    Protocol("xd", "Cross-dataset transfer", ("source",), ("xd",), (16,), transfer=True,
+             default_source="imagenet", targets_replace_datasets=True, board_position=2),
+    Protocol("dg", "Domain generalisation", ("source",), ("dg",), (16,), transfer=True,
+             default_source="imagenet", default_targets=DG_TARGETS, board_position=3),
 )}
 NAMES = tuple(PROTOCOLS)                    # the order of `--protocol`'s choices and of the summary tables
 DEFAULT = "fewshot"

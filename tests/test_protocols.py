@@ -86,7 +86,7 @@ def test_a_cell_runs_the_evaluations_of_its_protocol(name, toy, tmp_path):
 
 def test_protocol_objects_answer_for_every_name():
     from bench.cli.aggregate import TABLES
-    from bench.protocols import NAMES, in_board_order, of_heading, protocol
+    from bench.protocols import NAMES, Protocol, in_board_order, of_heading, protocol
 
     assert NAMES == ("fewshot", "base2new", "xd", "dg")                 # --protocol's choices, in this order
     assert [p.name for p in in_board_order()] == ["base2new", "fewshot", "xd", "dg"]
@@ -95,6 +95,8 @@ def test_protocol_objects_answer_for_every_name():
     assert of_heading("Cost — ViT-B-16/openai") == ""
     with pytest.raises(BenchError, match="protocol 'fewshoot' is unknown; did you mean 'fewshot'"):
         protocol("fewshoot")
+    with pytest.raises(BenchError, match="a transfer protocol one .its source. and a default source"):
+        Protocol("xd2", "Transfer", ("source",), ("xd2",), (16,), transfer=True)       # no default source
 
 
 def test_compare_of_a_transfer_protocol_gives_the_target_average(tmp_path):
