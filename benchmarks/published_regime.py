@@ -6,19 +6,20 @@ Usage:
     python benchmarks/published_regime.py --methods coop,tip_adapter_f --datasets mini_shapes,mini_digits --shots 4
     python benchmarks/published_regime.py --tiny                           # the tiny world, bench-tiny: a smoke run
 
-Four variants of the same cells (the mini suite's budgets): `default`; `published` (`--regime published`); `pure fp16
-alone` (default regime, `--set precision=pure_fp16`), run only for the methods whose published precision is pure fp16
-(not CLIP-LoRA: its published precision is fp16 autocast, so its `published` column is its precision alone); `test-set
-selection alone` (`--regime published --set precision=auto`), run only for the methods that select on the test set
-(in the mini world, which has no ImageNet, Tip-Adapter-F alone). A variant that changes nothing for a method shows
-"(none)". One `bench run` per setting and variant, all variants of a setting before the next setting, so a run stopped
-early (rerun with the same --keep to go on: completed cells are skipped) still compares its first settings. For each
-method and setting (few-shot K = 1, 4, 16: accuracy averaged over the datasets; base-to-new K = 16: HM of the
-averaged Base and New, or Base where the method cannot name new classes) it prints each variant minus default, with
-a 95 % paired percentile bootstrap interval over the (dataset, seed) cells (2,000 resamples; each resample redraws
-cells and recomputes the statistic from the drawn cells of both runs; tests/test_regime.py checks its coverage by
-simulation). On a CPU the default regime computes in fp32, on a GPU under bf16 autocast: the header says which.
-Exits non-zero if any cell failed.
+Four variants of the same cells (the mini suite's budgets): `default`; `published` (`--regime published`);
+`pure fp16 alone` (default regime, `--set precision=pure_fp16`), run only for the methods whose published
+precision is pure fp16 (not CLIP-LoRA: its published precision is fp16 autocast, so its `published` column is
+its precision alone); `test-set selection alone` (`--regime published --set precision=auto`), run only for the
+methods that select on the test set (in the mini world, which has no ImageNet, Tip-Adapter-F alone). A variant
+that changes nothing for a method shows "(none)". One `bench run` per setting and variant, all variants of a
+setting before the next setting, so a run stopped early (rerun with the same --keep to go on: completed cells
+are skipped) still compares its first settings. For each method and setting (few-shot K = 1, 4, 16: accuracy
+averaged over the datasets; base-to-new K = 16: HM of the averaged Base and New, or Base where the method
+cannot name new classes) it prints each variant minus default, with a 95 % paired percentile bootstrap
+interval over the (dataset, seed) cells (2,000 resamples; each resample redraws cells and recomputes the
+statistic from the drawn cells of both runs; tests/test_regime.py checks its coverage by simulation). On a CPU
+the default regime computes in fp32, on a GPU under bf16 autocast: the header says which. Exits non-zero if
+any cell failed.
 """
 
 from __future__ import annotations
