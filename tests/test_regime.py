@@ -274,13 +274,12 @@ def test_an_unknown_regime_is_refused_before_anything_runs(capsys):
 # ---- benchmarks/published_regime.py: which cells each variant runs, and its intervals ----
 
 def _published_benchmark():
-    import importlib.util
+    """The script's functions (run_path runs it under another name than __main__: its main does not run)."""
+    import runpy
+    from types import SimpleNamespace
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "published_regime.py"
-    spec = importlib.util.spec_from_file_location("published_regime", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return SimpleNamespace(**runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" /
+                                                 "published_regime.py")))
 
 
 @pytest.mark.parametrize("method,datasets,fp16_alone,test_alone", [
