@@ -2,16 +2,24 @@
 
 Usage:
     python benchmarks/published_regime.py                                  # the full table (GPU: minutes; 2 CPU cores: hours)
+    python benchmarks/published_regime.py --keep /tmp/published            # the same, resumable: a rerun skips done cells
     python benchmarks/published_regime.py --methods coop,tip_adapter_f --datasets mini_shapes,mini_digits --shots 4
     python benchmarks/published_regime.py --tiny                           # the tiny world, bench-tiny: a smoke run
 
-Four runs of the same cells (the mini suite's budgets): `default`; `published` (`--regime published`); `pure fp16
-alone` (default regime, `--set precision=pure_fp16`); `test-set selection alone` (`--regime published --set
-precision=auto`; only Tip-Adapter-F selects on the test set in the mini world, which has no ImageNet). For each
-method and setting (few-shot K = 1, 4, 16: accuracy averaged over the datasets; base-to-new K = 16: HM of the
-averaged Base and New) it prints each variant minus default, with a 95 % paired bootstrap interval over the
-(dataset, seed) cells (2,000 resamples; each resample redraws cells and recomputes the statistic from the drawn
-cells of both runs). Exits non-zero if any cell failed.
+Four variants of the same cells (the mini suite's budgets): `default`; `published` (`--regime published`);
+`pure fp16 alone` (default regime, `--set precision=pure_fp16`), run only for the methods whose published
+precision is pure fp16 (not CLIP-LoRA: its published precision is fp16 autocast, so its `published` column is
+its precision alone); `test-set selection alone` (`--regime published --set precision=auto`), run only for the
+methods that select on the test set (in the mini world, which has no ImageNet, Tip-Adapter-F alone). A variant
+that changes nothing for a method shows "(none)". One `bench run` per setting and variant, all variants of a
+setting before the next setting, so a run stopped early (rerun with the same --keep to go on: completed cells
+are skipped) still compares its first settings. For each method and setting (few-shot K = 1, 4, 16: accuracy
+averaged over the datasets; base-to-new K = 16: HM of the averaged Base and New, or Base where the method
+cannot name new classes) it prints each variant minus default, with a 95 % paired percentile bootstrap
+interval over the (dataset, seed) cells (2,000 resamples; each resample redraws cells and recomputes the
+statistic from the drawn cells of both runs; tests/test_regime.py checks its coverage by simulation). On a CPU
+the default regime computes in fp32, on a GPU under bf16 autocast: the header says which. Exits non-zero if
+any cell failed.
 """
 
 from __future__ import annotations
@@ -20,13 +28,14 @@ import argparse
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-METHODS = "coop,cocoop,kgcoop,maple,promptsrc,clipfit,tip_adapter_f"
+METHODS = "coop,cocoop,kgcoop,maple,promptsrc,clipfit,tip_adapter_f,lora"
 MINI = "mini_shapes,mini_colors,mini_textures,mini_digits,mini_combos,mini_sketches"
 VARIANTS = {                      # name: extra `bench run` arguments
     "default": [],
@@ -34,7 +43,21 @@ VARIANTS = {                      # name: extra `bench run` arguments
     "pure fp16 alone": ["--set", "precision=pure_fp16"],
     "test-set selection alone": ["--regime", "published", "--set", "precision=auto"],
 }
-SELECTS_ON_TEST = {"tip_adapter_f"}
+
+
+def applies(variant: str, method: str, datasets: list[str]) -> bool:
+    """Whether `variant` changes anything for `method` (a variant that does not is neither run nor shown): pure fp16
+    alone for the methods whose published precision is pure fp16 (not CLIP-LoRA, whose published precision is fp16
+    autocast, so its published column is its precision alone); test-set selection alone for the methods that select
+    on the test set on one of `datasets`."""
+    from bench.regime import regime_settings, selects_on_test
+
+    published = [regime_settings(method, d, "published") for d in datasets]
+    if variant == "pure fp16 alone":
+        return any(s.get("precision") == "pure_fp16" for s in published)
+    if variant == "test-set selection alone":
+        return any(selects_on_test(s) for s in published)
+    return True
 
 
 def cells(root: Path) -> dict[tuple, dict[str, float]]:
@@ -73,7 +96,8 @@ def paired_interval(protocol: str, a: list[dict], b: list[dict], resamples: int 
     return statistic(protocol, b) - statistic(protocol, a), float(lo), float(hi)
 
 
-def table(results: dict[str, dict], methods: list[str], settings: list[tuple[str, int]]) -> list[list[str]]:
+def table(results: dict[str, dict], methods: list[str], datasets: list[str],
+          settings: list[tuple[str, int]]) -> list[list[str]]:
     rows = []
     for method in methods:
         for protocol, shots in settings:
@@ -83,7 +107,7 @@ def table(results: dict[str, dict], methods: list[str], settings: list[tuple[str
             row = [method, f"few-shot K={shots}" if protocol == "fewshot" else f"base-to-new K={shots} ({b2n})"]
             row.append(f"{statistic(protocol, base):.2f}" if keys else "—")
             for variant in list(VARIANTS)[1:]:
-                if variant == "test-set selection alone" and method not in SELECTS_ON_TEST:
+                if not applies(variant, method, datasets):
                     row.append("(none)")
                     continue
                 paired = [k for k in keys if k in results[variant]]
@@ -119,23 +143,33 @@ def main() -> int:
         w = ensure_world(base / "cache", seed=0, config=TINY)
         args.datasets = ",".join(w.datasets)
         world = ["--data-root", str(w.data_root), "--backbone", "bench-tiny", "--pretrained", "none"]
-    runs = [["--protocol", "fewshot", "--shots", args.shots]]
+    # One bench run per setting and variant, the variants of a setting together, so that a run stopped early
+    # (rerun with --keep to go on) leaves every variant of its first settings to compare.
     settings = [("fewshot", int(k)) for k in args.shots.split(",")]
     if not args.no_base2new:
-        runs.append(["--protocol", "base2new", "--shots", "16" if not args.tiny else "2"])
         settings.append(("base2new", 16 if not args.tiny else 2))
-    results, failed = {}, 0
-    for variant, extra in VARIANTS.items():
-        root = base / variant.replace(" ", "_")
-        for run in runs:
-            code = bench(["run", "--suite", "mini", *world, "--methods", args.methods, "--datasets", args.datasets,
-                          "--seeds", args.seeds, "--results", str(root), "--no-leaderboard", *run, *extra])
+    datasets, methods = args.datasets.split(","), args.methods.split(",")
+    results, failed, start = {v: {} for v in VARIANTS}, 0, time.monotonic()
+    for protocol, shots in settings:
+        for variant, extra in VARIANTS.items():
+            run_methods = [m for m in methods if applies(variant, m, datasets)]
+            if not run_methods:
+                continue
+            root = base / variant.replace(" ", "_")
+            code = bench(["run", "--suite", "mini", *world, "--methods", ",".join(run_methods), "--datasets",
+                          args.datasets, "--seeds", args.seeds, "--results", str(root), "--no-leaderboard",
+                          "--protocol", protocol, "--shots", str(shots), *extra])
             failed += code != 0
-        results[variant] = cells(root)
-    methods = args.methods.split(",")
-    print("\nWhat the published protocol choices do (published regime minus default; mini world, 95 % paired "
-          f"bootstrap over {len(args.datasets.split(','))} datasets × {len(args.seeds.split(','))} seeds)\n")
-    print(tabulate(table(results, methods, settings),
+            results[variant] = cells(root)
+    wall = time.monotonic() - start
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"\nWhat the published protocol choices do (variant minus default; {'tiny' if args.tiny else 'mini'} "
+          f"world, {device}: default = {'bf16 autocast' if device == 'cuda' else 'fp32'}, fp32 master weights; "
+          f"95 % paired bootstrap over {len(datasets)} datasets × {len(args.seeds.split(','))} seeds; "
+          f"accuracy in %; {wall:.0f} s)\n")
+    print(tabulate(table(results, methods, datasets, settings),
                    headers=["method", "setting", "default", *[f"{v} − default" for v in list(VARIANTS)[1:]]]))
     print(f"\nresults: {base}")
     return 1 if failed else 0

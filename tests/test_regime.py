@@ -271,6 +271,53 @@ def test_an_unknown_regime_is_refused_before_anything_runs(capsys):
     assert "invalid choice: 'publishd'" in capsys.readouterr().err
 
 
+# ---- benchmarks/published_regime.py: which cells each variant runs, and its intervals ----
+
+def _published_benchmark():
+    """The script's functions (run_path runs it under another name than __main__: its main does not run)."""
+    import runpy
+    from types import SimpleNamespace
+
+    return SimpleNamespace(**runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" /
+                                                 "published_regime.py")))
+
+
+@pytest.mark.parametrize("method,datasets,fp16_alone,test_alone", [
+    ("coop", ["mini_shapes"], True, False),
+    ("promptsrc", ["mini_shapes"], True, False),
+    ("lora", ["mini_shapes"], False, False),           # its published precision is fp16 autocast, not pure fp16
+    ("tip_adapter_f", ["mini_shapes"], True, True),    # picks its epoch on the test set everywhere
+    ("tip_adapter", ["mini_shapes"], True, False),
+    ("tip_adapter", ["mini_shapes", "imagenet"], True, True),   # searches on the test set on ImageNet only
+    ("clip_adapter", ["mini_shapes"], False, False),
+])
+def test_the_benchmark_runs_each_variant_only_where_the_published_regime_changes_it(method, datasets, fp16_alone,
+                                                                                     test_alone):
+    bench = _published_benchmark()
+    assert bench.applies("pure fp16 alone", method, datasets) is fp16_alone
+    assert bench.applies("test-set selection alone", method, datasets) is test_alone
+    assert bench.applies("published", method, datasets)
+
+
+def test_the_benchmark_interval_covers_a_known_difference_about_95_percent_of_the_time():
+    """Simulated cells (a dataset effect shared by both runs, a true shift of +2 points, noise): the paired
+    percentile bootstrap over 18 cells covers the true shift in about 95 % of repetitions (percentile intervals run
+    a little short at n = 18, hence the lower bound), and its point estimate is the mean paired difference."""
+    import numpy as np
+
+    bench = _published_benchmark()
+    rng = np.random.default_rng(0)
+    covered, reps = 0, 200
+    for _ in range(reps):
+        level = rng.normal(60, 10, 18)
+        a = [{"all": x} for x in level + rng.normal(0, 1, 18)]
+        b = [{"all": x} for x in level + 2 + rng.normal(0, 1, 18)]
+        d, lo, hi = bench.paired_interval("fewshot", a, b, resamples=400, seed=int(rng.integers(1 << 30)))
+        assert d == pytest.approx(np.mean([y["all"] - x["all"] for x, y in zip(a, b)]))
+        covered += lo <= 2 <= hi
+    assert 0.85 <= covered / reps <= 0.99
+
+
 # ---- the default regime is unchanged ----
 
 DEFAULT_CELLS = ["coop", "kgcoop", "promptsrc", "tip_adapter_f", "clipfit", "zeroshot"]
