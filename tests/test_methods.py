@@ -123,12 +123,12 @@ def test_training_lowers_loss_and_touches_only_trainable_tensors(name, toy, tiny
                zip(*ImageSet(items, test_transform(bb.image_size, bb.mean, bb.std))))
     m.eval()
     with torch.no_grad():
-        before_loss = F.cross_entropy(m(x), y).item()
+        before_loss = F.cross_entropy(m(x).logits, y).item()
     trainable = set(m.trainable_parameters())
     before = {n: p.detach().clone() for n, p in m.named_parameters()}
     train(m, items, fast_cfg(name), shots=2, seed=1, device=torch.device("cpu"))
     with torch.no_grad():
-        after_loss = F.cross_entropy(m(x), y).item()
+        after_loss = F.cross_entropy(m(x).logits, y).item()
     assert after_loss < before_loss
     for n, p in m.named_parameters():
         if n in trainable:
@@ -161,15 +161,15 @@ def test_lora_with_zero_b_is_the_frozen_model_and_merge_agrees(tiny_backbone):
     lora.eval()
     zs.eval()
     with torch.no_grad():
-        assert torch.allclose(lora(x), zs(x), atol=1e-4)
+        assert torch.allclose(lora(x).logits, zs(x).logits, atol=1e-4)
         for mod in lora.lora_modules().values():
             mod.lora_B.normal_(0, 0.5)
         lora.train()                                # unmerged path (dropout 0)
-        unmerged = lora(x)
+        unmerged = lora(x).logits
         lora.eval()                                 # merged path
-        merged = lora(x)
+        merged = lora(x).logits
     assert torch.allclose(merged, unmerged, atol=1e-4)
-    assert not torch.allclose(merged, zs(x), atol=1e-3)
+    assert not torch.allclose(merged, zs(x).logits, atol=1e-3)
 
 
 def test_lora_handles_open_clip_attention_module():
@@ -188,8 +188,8 @@ def test_lora_handles_open_clip_attention_module():
 def test_clipfit_regulariser_is_zero_at_start_and_lambda_from_card(tiny_backbone):
     m = make("clipfit", tiny_backbone)
     m.train()
-    logits = m(torch.randn(2, 3, 32, 32))
-    loss, parts = m.loss(logits, torch.tensor([0, 1]))
+    out = m(torch.randn(2, 3, 32, 32))
+    loss, parts = m.loss(out, torch.tensor([0, 1]))
     assert abs(parts["reg"]) < 1e-6
     assert m.p.lam == cards.method_card("clipfit").params["lam"] == 2.0
     assert make("clipfit", tiny_backbone, dataset="dtd").p.lam == 8.0           # the README's per-dataset λ
@@ -197,8 +197,8 @@ def test_clipfit_regulariser_is_zero_at_start_and_lambda_from_card(tiny_backbone
     m5.train()
     with torch.no_grad():
         m5.clip.transformer.resblocks[0].mlp.c_proj.bias.add_(torch.randn(32))   # (a constant shift is LN-invariant)
-    logits = m5(torch.randn(2, 3, 32, 32))
-    loss, parts = m5.loss(logits, torch.tensor([0, 1]))
+    out = m5(torch.randn(2, 3, 32, 32))
+    loss, parts = m5.loss(out, torch.tensor([0, 1]))
     assert parts["reg"] > 1e-4
     assert loss.item() == pytest.approx(float(parts["ce"]) + 5.0 * float(parts["reg"]), rel=1e-5)
 
@@ -216,7 +216,7 @@ def test_base_to_new_evaluates_new_classes_with_the_tuned_model(toy, tiny_backbo
     x = torch.randn(2, 3, 32, 32)
     m.eval()
     zs.eval()
-    assert not torch.allclose(m(x), zs(x))
+    assert not torch.allclose(m(x).logits, zs(x).logits)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
