@@ -286,3 +286,34 @@ def test_dassl_schedule():
     lora = TrainConfig(lr=2e-4, schedule="cosine_iter", min_lr=1e-6)
     assert lr_at(lora, 0, 0, 1, 500) == pytest.approx(2e-4)
     assert lr_at(lora, 0, 500, 1, 500) == pytest.approx(1e-6)
+
+
+@pytest.mark.parametrize("name", ["clipfit", "kgcoop", "full_ft", "promptsrc"])
+def test_the_loss_reads_only_what_forward_returned(name, tiny_backbone):
+    """Nothing travels from forward to loss outside the Output: a loss computed after another forward (with moved
+    weights and other images) equals the loss computed right after its own forward."""
+    torch.manual_seed(0)
+    m = make(name, tiny_backbone, **({"lam": 1.0} if name == "full_ft" else {}))
+    m.train()
+    x1, x2, y = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32), torch.tensor([0, 1])
+    with torch.no_grad():
+        alone = m.loss(m(x1), y)[1]
+        out1 = m(x1)
+        for prm in m.trainable_parameters().values():
+            prm.add_(0.1 * torch.randn_like(prm))
+        m(x2)
+        later = m.loss(out1, y)[1]
+    assert set(alone) == set(later) and len(alone) > 1
+    assert all(torch.equal(alone[k], later[k]) for k in alone), name
+
+
+def test_references_are_captured_once_from_the_untouched_model(tiny_backbone):
+    m = make("clipfit", tiny_backbone)
+    anchor = m.text_anchor.clone()
+    zs = make("zeroshot", tiny_backbone)
+    with torch.no_grad():
+        assert torch.allclose(anchor, F.normalize(zs.compute_text_features(), dim=-1), atol=1e-6)
+        m.clip.transformer.resblocks[0].mlp.c_proj.bias.add_(torch.randn(32))
+    m.retarget(NAMES[3:], "toy2", "a photo of a {}.")          # new classes, then back: the anchor stays
+    m.retarget(NAMES, "toy", "a photo of a {}.")
+    assert torch.equal(m.text_anchor, anchor)
