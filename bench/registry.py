@@ -15,8 +15,8 @@ group. One name with two different targets is an error.
 from __future__ import annotations
 
 import importlib
-from importlib import metadata
 from collections.abc import Callable
+from importlib import metadata
 from typing import Any, Generic, TypeVar
 
 from bench.errors import BenchError, did_you_mean

@@ -7,9 +7,9 @@ Usage:
 As the official trainer (htyao89/KgCoOp trainers/kgcoop.py): a unified context initialised from "a photo of a"
 (M = 4; the code uses those words whenever an init is asked for), class token at the end, CLIP frozen; only the
 context trains (the repo's unused `bias_vectors` and `meta_net` are frozen there and absent here): ViT-B/16 2,048.
-Loss = CE + w · (1 − mean_c cos(t_c, t_c^clip)) (bench/methods/text_anchor.py), where t_c^clip are the frozen model's features of the dataset's
-hand-crafted template (its CUSTOM_TEMPLATES: CoOp's zero-shot ones but "a photo of a {}, a type of texture." for
-DTD), computed once for the training classes. The paper writes the penalty as ‖t − t^clip‖²; on unit vectors that is
+Loss = CE + w · (1 − mean_c cos(t_c, t_c^clip)) (bench/methods/text_anchor.py), where t_c^clip are the frozen
+model's features of the dataset's hand-crafted template (its CUSTOM_TEMPLATES: CoOp's zero-shot ones but "a photo
+of a {}, a type of texture." for DTD), captured once for the training classes. The paper writes the penalty as ‖t − t^clip‖²; on unit vectors that is
 2 (1 − cos), so the code's w = 8 on (1 − cos) is w = 4 on the squared distance. bench follows the code.
 """
 
