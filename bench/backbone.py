@@ -274,7 +274,9 @@ def encode_text_embeddings(model, embeddings: torch.Tensor, tokens: torch.Tensor
     truncation stay exact).
     Returns (n, embed_dim) un-normalised text features.
     """
-    cast_dtype = model.transformer.get_cast_dtype()
+    # open_clip reads the residual stream's dtype off a weight; a training loop that holds the frozen weights in the
+    # autocast dtype (bench.precision) pins the dtype they had, so the stream stays what it was (fp32 under autocast)
+    cast_dtype = getattr(model.transformer, "pinned_cast_dtype", None) or model.transformer.get_cast_dtype()
     length = embeddings.shape[1]
     x = embeddings.to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
     mask = model.attn_mask[:length, :length] if model.attn_mask is not None else None

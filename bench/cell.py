@@ -5,7 +5,8 @@ Usage:
     >>> result = run_cell(cell, Path("results"))      # returns the result dict; never raises for a cell's own error
 
 A failing cell is recorded as failed (error + log path) and returned, so a sweep goes on. Training state is
-checkpointed under the cell's `ckpt/` after every epoch; rerunning an unfinished cell resumes from it.
+checkpointed under the cell's `ckpt/` (every `ckpt_interval_s` seconds at an epoch's end); rerunning an unfinished
+cell resumes from the last checkpoint.
 """
 
 from __future__ import annotations
@@ -83,21 +84,23 @@ def _write_manifest(cell: dict, run_dir: Path) -> dict | None:
 
 
 def _evaluations(cell, card, splits, train, val, base_new_split):
-    """(name, class names, items, dataset, template) to evaluate, the training view and the full validation split
-    of the training classes."""
+    """(name, class names, items, dataset, template) for each of the protocol's evaluations (bench.protocols), the
+    training view and the full validation split of the training classes."""
     from bench.grid import dataset_splits
+    from bench.protocols import protocol
 
     cfg = cell["config"]
-    if cfg["protocol"] == "base2new":
+    proto = protocol(cfg["protocol"])
+    if proto.class_split:
         labels_from = train or splits.train
         base = base_new_split(labels_from, val, splits.test, "base")
         new = base_new_split(labels_from, [], splits.test, "new")
         val_full = base_new_split(labels_from, splits.val, [], "base").val
+        halves = {"base": base, "new": new}
         return ((base.train, base.val, base.classnames),
-                [("base", base.classnames, base.test, card.name, card.template),
-                 ("new", new.classnames, new.test, card.name, card.template)], val_full)
-    evals = [("all" if cfg["protocol"] == "fewshot" else "source", splits.classnames, splits.test, card.name,
-              card.template)]
+                [(name, halves[name].classnames, halves[name].test, card.name, card.template)
+                 for name in proto.own_evals], val_full)
+    evals = [(name, splits.classnames, splits.test, card.name, card.template) for name in proto.own_evals]
     for target in cfg.get("targets") or []:
         tcard = cards.dataset_card(target)
         tsplits = dataset_splits(target, cell["data_root"])

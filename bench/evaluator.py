@@ -119,8 +119,8 @@ def image_features(method, items: list[Item], device: torch.device, opts: EvalOp
     if key is not None and (hit := cache.get(key)) is not None:
         return hit
     with autocast(device, opts.amp):
-        feats = [method.clip.encode_image(x).float().cpu() for x in image_batches(items, bb, device, opts)]
-    out = torch.cat(feats) if feats else torch.zeros(0)
+        feats = [method.clip.encode_image(x).float() for x in image_batches(items, bb, device, opts)]
+    out = torch.cat(feats).cpu() if feats else torch.zeros(0)         # one copy back, not one per batch
     if key is not None:
         cache.put(key, out)
     return out
@@ -135,9 +135,10 @@ def evaluate(method, items: list[Item], device: torch.device, opts: EvalOptions 
     method.eval()
     method.to(device)
     labels = torch.tensor([it.label for it in items], dtype=torch.long)
+    on_device = labels.to(device)
     if method.frozen_image_tower:
-        feats = image_features(method, items, device, opts, cache)
-        inputs = (feats[i:i + opts.batch].to(device) for i in range(0, len(feats), opts.batch))
+        feats = image_features(method, items, device, opts, cache).to(device)
+        inputs = (feats[i:i + opts.batch] for i in range(0, len(feats), opts.batch))
         head = method.logits_from_features
     else:
         inputs = image_batches(items, method.backbone, device, opts)
@@ -148,15 +149,16 @@ def evaluate(method, items: list[Item], device: torch.device, opts: EvalOptions 
     with autocast(device, opts.amp):
         for x in inputs:
             logits = head(x).float()                                         # (B, C)
-            y = labels[start:start + len(logits)].to(device)
+            y = on_device[start:start + len(logits)]
             start += len(logits)
             k = min(TOPK, logits.shape[1])
             top = logits.topk(k, dim=-1)
             p_true = logits.softmax(-1).gather(1, y[:, None])[:, 0]
-            rows.append((top.indices.int().cpu(), top.values.half().cpu(), p_true.half().cpu()))
-    top5 = torch.cat([r[0] for r in rows]).numpy() if rows else np.zeros((0, TOPK), np.int32)
+            rows.append((top.indices.int(), top.values.half(), p_true.half()))    # stay on the device: no sync
+    top5 = torch.cat([r[0] for r in rows]).cpu().numpy() if rows else np.zeros((0, TOPK), np.int32)
     predictions = {"label": labels.numpy().astype(np.int32), "top5": top5,
-                   "top5_logit": torch.cat([r[1] for r in rows]).numpy() if rows else np.zeros((0, TOPK), np.float16),
-                   "p_true": torch.cat([r[2] for r in rows]).numpy() if rows else np.zeros(0, np.float16)}
+                   "top5_logit": torch.cat([r[1] for r in rows]).cpu().numpy() if rows else
+                   np.zeros((0, TOPK), np.float16),
+                   "p_true": torch.cat([r[2] for r in rows]).cpu().numpy() if rows else np.zeros(0, np.float16)}
     pred = top5[:, 0] if len(top5) else np.zeros(0, dtype=np.int32)
     return Evaluation(metrics_from_predictions(labels.numpy(), pred), predictions)

@@ -10,8 +10,7 @@ A cell is a plain JSON-able dict: `config` (the resolved settings, `precision` m
 grid is planned for, and the variant: what `--set` changed from the card and suite), `cell_id` (bench.identity: 16
 hex of the hash of what can change the cell's numbers and of the few-shot manifest), `data_root` and
 `manifest_sha256`. Protocols:
-fewshot (all classes, K ∈ shots), base2new (K = 16 unless --shots, train on base, test base and new),
-xd (train on the source — ImageNet — and test on the other datasets), dg (train on ImageNet, test on V2/Sketch/A/R).
+bench.protocols says how each protocol lays out its cells (one per dataset, or a source and its targets).
 """
 
 from __future__ import annotations
@@ -36,11 +35,10 @@ from bench.data.draws import dataset_splits, fewshot_draw, fewshot_subset  # noq
 from bench.device_target import local_device_kind
 from bench.errors import BenchError
 from bench.identity import cell_identity_hash
+from bench.protocols import DEFAULT as DEFAULT_PROTOCOL
+from bench.protocols import protocol as protocol_named
 from bench.regime import check_regime
 from bench.schema import Cell
-
-PROTOCOLS = ("fewshot", "base2new", "xd", "dg")
-DG_TARGETS = ["imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r"]
 
 
 @dataclass
@@ -49,7 +47,7 @@ class Grid:
     datasets: list[str]
     shots: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
-    protocol: str = "fewshot"
+    protocol: str = DEFAULT_PROTOCOL
     backbone: str = "ViT-B-16"
     pretrained: str | None = "openai"
     data_root: str = "data"
@@ -65,10 +63,7 @@ class Grid:
 
 
 def _check(grid: Grid) -> None:
-    if grid.protocol not in PROTOCOLS:
-        from bench.errors import did_you_mean
-
-        raise did_you_mean("protocol", grid.protocol, PROTOCOLS)
+    proto = protocol_named(grid.protocol)
     check_regime(grid.regime)
     for k in grid.shots:
         if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
@@ -78,9 +73,7 @@ def _check(grid: Grid) -> None:
     _check_grid_settings(grid)
     for name in grid.datasets + ([grid.source] if grid.source else []) + (grid.targets or []):
         cards.dataset_card(name)
-    if not grid.datasets and (grid.protocol in ("fewshot", "base2new") or (grid.protocol == "xd" and not grid.targets)):
-        raise BenchError(f"no datasets to run: pass --datasets a,b or --suite ({', '.join(cards.suites())})"
-                         + (" or --targets" if grid.protocol == "xd" else ""))
+    proto.check_datasets(grid.datasets, grid.targets)
 
 
 def _check_grid_settings(grid: Grid) -> None:
@@ -106,32 +99,19 @@ def check_grid(grid: Grid) -> None:
     expand(grid, with_data=False)
 
 
-def _layout(grid: Grid) -> list[tuple[str, list[str]]]:
-    """(training dataset, evaluated targets) pairs for the protocol."""
-    if grid.protocol in ("fewshot", "base2new"):
-        return [(d, []) for d in grid.datasets]
-    source = grid.source or ("imagenet" if grid.protocol in ("xd", "dg") else grid.datasets[0])
-    if grid.targets is not None:
-        targets = grid.targets
-    elif grid.protocol == "dg":
-        targets = DG_TARGETS
-    else:
-        targets = [d for d in grid.datasets if d != source]
-    return [(source, list(targets))]
-
-
 def expand(grid: Grid, with_data: bool = True) -> list[dict]:
     """All cells of the grid; `with_data` reads split files to fold the few-shot manifest into the cell id."""
     _check(grid)
     suite = cards.suite(grid.suite) if grid.suite else {}
     backbone = resolve_backbone(grid.backbone, grid.pretrained, grid.activation).cell_config()
     device = grid.device or local_device_kind()
+    layout = protocol_named(grid.protocol).layout(grid.datasets, grid.source, grid.targets)
     cells = []
     for method in grid.methods:
         mcard = cards.method_card(method)
         shots = grid.shots if mcard.uses_shots else [0]
         seeds = grid.seeds if mcard.uses_shots else grid.seeds[:1]
-        for dataset, targets in _layout(grid):
+        for dataset, targets in layout:
             dcard = cards.dataset_card(dataset)
             for k in shots:
                 for seed in seeds:

@@ -13,7 +13,9 @@ a cast only for tensors that require grad): ~200 casts a ViT-B/16 step. `frozen_
 the training loop and puts the fp32 tensors back after it. The values are the same (autocast's cast is the same
 rounding), so the numbers are too; only tensors that every consumer casts anyway are touched (the inputs of
 linear, conv and attention projections), never LayerNorm, embedding or positional parameters, which autocast keeps
-in fp32.
+in fp32, and the text stream's dtype, which open_clip reads off a weight, is pinned to what it was
+(tests/test_train_step.py trains both ways to the same tensors). Only for training: in eval mode under CPU
+autocast nn.MultiheadAttention takes its fused fast path only with fp32 weights, another kernel.
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ def frozen_weights_in(model: nn.Module, dtype: torch.dtype | None):
         return
     saved: list[tuple[nn.Parameter, torch.Tensor]] = []
     seen: set[int] = set()
+    pinned = [m for m in model.modules() if hasattr(m, "get_cast_dtype") and not hasattr(m, "pinned_cast_dtype")]
+    for module in pinned:          # open_clip infers the text stream's dtype from a weight: keep what it was
+        module.pinned_cast_dtype = module.get_cast_dtype()
     for module in model.modules():
         for p in _autocast_inputs(module):
             if p.requires_grad or p.dtype != torch.float32 or id(p) in seen:
@@ -85,3 +90,5 @@ def frozen_weights_in(model: nn.Module, dtype: torch.dtype | None):
     finally:
         for p, data in saved:
             p.data = data
+        for module in pinned:
+            del module.pinned_cast_dtype

@@ -4,6 +4,7 @@ Usage:
     $ .venv/bin/python benchmarks/calibration.py                 # default grid, 500 replicates per cell (about 3 minutes on 2 cores)
     $ .venv/bin/python benchmarks/calibration.py --reps 200      # quicker, coarser
     $ .venv/bin/python benchmarks/calibration.py --tables coverage,fpr
+    $ .venv/bin/python benchmarks/calibration.py --tables bound,pooled   # the power question (about 30 s)
 
 The world: method m, seed s, test image i is right with probability σ(θ_m + b_i + c_mi + g_s + h_ms): image
 difficulty b (SD 2.5 on the logit scale), a method effect per image c (SD 1), a seed effect shared by the methods
@@ -13,7 +14,11 @@ from the image population and new seeds; the truth is the expected accuracy over
 Gauss–Hermite integral), so an interval covers when it contains it. Two base-to-new evaluations share their
 seed effects (HM); three datasets of an average have seed effects correlated 0.5. Printed: coverage of the 95 %
 interval of an accuracy, an HM and a 3-dataset average; the false-positive rate of the paired test for two
-identical methods at α = 0.05; its power for a 2-point difference. tests/test_calibration.py runs a small grid.
+identical methods at α = 0.05; its power for a 2-point difference. `bound`: the most power any test on one
+comparison can have at 3 seeds while keeping its false-positive rate ≤ 5 % at every seed SD (a linear programme,
+`power_bound`). `pooled`: a leaderboard column of 11 datasets on the same seeds, bench's test against the
+candidate that pools the seed part over the column (`pool_seed`), with equal and with different seed spreads.
+tests/test_calibration.py runs a small grid.
 """
 
 from __future__ import annotations
@@ -186,7 +191,70 @@ def oracle(rng, seeds, images, seed_sd, reps, acc=0.80, delta=0.0, alpha=stats.A
     return rejected / reps
 
 
-TABLES = ("coverage", "images", "hm", "average", "delta", "fpr", "power", "oracle")
+def pool_seed(parts: stats.Parts) -> stats.Parts:
+    """The candidate that borrows strength across a column (last axis: its datasets, run with the same seeds):
+    the seed part is assumed to be the same multiple r of its residual share (`least`) on every dataset;
+    r̂ = Σ ν·(seed/least) / Σ ν, with Σ ν degrees of freedom instead of S − 1."""
+    nu = np.where(np.isfinite(parts.seed_df), parts.seed_df, 0.0)
+    least = np.asarray(parts.least, dtype=np.float64)
+    r = (nu * parts.seed / least).sum(axis=-1, keepdims=True) / nu.sum(axis=-1, keepdims=True)
+    df = np.broadcast_to(nu.sum(axis=-1, keepdims=True), nu.shape)
+    return stats.Parts(r * least, df, parts.image, parts.image_df, parts.seeds, least)
+
+
+def column(rng, seeds, images, seed_sds, reps, delta=0.0, alpha=stats.ALPHA) -> tuple[np.ndarray, np.ndarray]:
+    """A leaderboard column: len(seed_sds) datasets (accuracies 55–90 %) run on the same seeds, each with its own
+    seed SD (points), two methods A = B + delta. Rejection rate per dataset at alpha: (bench's test on the
+    dataset alone, the test with the seed part pooled over the column by `pool_seed`)."""
+    accs = np.linspace(0.55, 0.90, len(seed_sds))
+    worlds = [World([a + delta, a], seeds, images, sd) for a, sd in zip(accs, seed_sds)]
+    own, pooled = np.zeros(len(worlds)), np.zeros(len(worlds))
+    for r in _batches(reps, 2 * seeds * images * len(worlds)):
+        parts, points = [], []
+        for w in worlds:
+            m = stats.moments(w.draw(rng, r))
+            parts.append(stats.variance([[(m, np.tile([1.0, -1.0], (r, 1)))]]))
+            points.append(m.acc[:, 0].mean(axis=-1) - m.acc[:, 1].mean(axis=-1))
+        stack = stats.Parts(*(np.stack([getattr(p, f) for p in parts], axis=-1) for f in
+                              ("seed", "seed_df", "image", "image_df")), seeds, np.stack([p.least for p in parts], -1))
+        point = np.stack(points, axis=-1)
+        own += (stats.reference_p(stack, point) < alpha).sum(axis=0)
+        pooled += (stats.reference_p(pool_seed(stack), point) < alpha).sum(axis=0)
+    return own / reps, pooled / reps
+
+
+def power_bound(seeds: int, images: int = 1000, delta: float = 0.02, alpha: float = stats.ALPHA) -> tuple[float, float]:
+    """(bound, z) — the most power any test on one comparison can have at no seed effect while its false-positive rate stays
+    ≤ alpha at every seed variance. Normal model of a paired difference: Δ̂ ~ N(δ, τ² + I), the seed part
+    W ~ τ²·χ²_k/k (k = S − 1) with τ² ≥ L, its residual share, and L, I (image part) known (their degrees of
+    freedom are in the thousands). The rejection region in (|Δ̂|, W) is a linear programme: maximise the power
+    at τ² = L subject to size ≤ alpha at 60 values of τ²/L from 1 to 10⁵ (Neyman–Pearson over a discretised
+    plane). L, I and δ/√(L + I) are the simulation's (medians over 200 replicates of the 2-point difference).
+    z: the power of the z test that knows there is no seed effect (τ² = L), the ceiling of any test."""
+    from scipy.optimize import linprog
+    from scipy.stats import chi2, norm
+
+    w = World([0.80 + delta, 0.80], seeds, images, 0.0)
+    m = stats.moments(w.draw(np.random.default_rng(0), 200))
+    p = stats.variance([[(m, np.tile([1.0, -1.0], (200, 1)))]])
+    beta, effect = float(np.median(p.image / p.least)), float(delta / np.median(np.sqrt(p.least + p.image)))
+    k = seeds - 1
+    w_edges = np.concatenate([[0], np.geomspace(0.01, 2000, 90), [np.inf]])          # W / L
+    z_edges = np.concatenate([[0], np.geomspace(0.05, 200, 140), [np.inf]])          # |Δ̂| / √(L + I)
+
+    def cells(ratio: float, mean: float) -> np.ndarray:
+        sd = np.sqrt((ratio + beta) / (1 + beta))
+        pz = np.diff(norm.cdf(z_edges, mean, sd) - norm.cdf(-z_edges, mean, sd))
+        return np.outer(np.diff(chi2.cdf(w_edges * k / ratio, k)), pz).ravel()
+
+    ratios = np.geomspace(1, 1e5, 60)
+    best = linprog(-cells(1.0, effect), A_ub=np.array([cells(r, 0.0) for r in ratios]),
+                   b_ub=np.full(len(ratios), alpha), bounds=(0, 1), method="highs")
+    z = norm.ppf(1 - alpha / 2)
+    return float(-best.fun), float(norm.sf(z - effect) + norm.cdf(-z - effect))
+
+
+TABLES = ("coverage", "images", "hm", "average", "delta", "fpr", "power", "oracle", "bound", "pooled")
 
 
 def run(tables=TABLES, reps: int = 500, seeds=SEEDS, seed_sds=SEED_SDS, rng_seed: int = 0, out=print) -> dict:
@@ -222,6 +290,29 @@ def run(tables=TABLES, reps: int = 500, seeds=SEEDS, seed_sds=SEED_SDS, rng_seed
                         cells[(f"{n} images, S={s}", f"{a:.0%}")] = coverage_mean(
                             rng, s, n, 2.0, a, max(200, reps * 1000 // max(n, 1000)))
             _print(out, title, cells, [f"{n} images, S={s}" for n in rows for s in (1, 3)], [f"{a:.0%}" for a in cols])
+        elif name == "bound":
+            title = ("power for a 2-point difference at no seed effect (1,000 images): the best any test on one "
+                     "comparison can do with FPR ≤ 5 % at every seed SD (LP bound), bench's test, and the z test that knows seeds agree")
+            cells, rows = {}, ["best level-5% test", "bench's test", "z test, no seed effect known"]
+            for s in [s for s in seeds if s > 1]:
+                cells[(rows[0], f"S={s}")], cells[(rows[2], f"S={s}")] = power_bound(s)
+                cells[(rows[1], f"S={s}")] = paired(rng, s, 1000, 0.0, reps, delta=0.02)[0]
+            _print(out, title, cells, rows, [f"S={s}" for s in seeds if s > 1])
+        elif name == "pooled":
+            title = ("a column of 11 datasets on the same 3 seeds, 1,000 images each: rejection rate of bench's test "
+                     "(own) and with the seed part pooled over the column (pooled)")
+            cells, rows = {}, []
+            for label, sds in [(f"all seed SD {sd:g}", [sd] * 11) for sd in seed_sds] + \
+                              [("seed SD 0–6 (0.6 apart)", list(np.linspace(0, 6, 11)))]:
+                fpr = column(rng, 3, 1000, sds, reps)
+                power = column(rng, 3, 1000, sds, reps, delta=0.02)
+                for i, how in enumerate(("own", "pooled")):
+                    cells[(label, f"FPR {how}")] = float(fpr[i].max()) if len(set(sds)) > 1 else float(fpr[i].mean())
+                    cells[(label, f"power {how}")] = float(power[i].mean())
+                rows.append(label)
+            cols = ["FPR own", "FPR pooled", "power own", "power pooled"]
+            _print(out, title + " (FPR: mean over the datasets; in the mixed column, the worst dataset's)", cells,
+                   rows, cols)
         else:
             title, fn = grids[name]
             cells = {(f"seed SD {sd:g}", f"S={s}"): fn(sd, s) for sd in seed_sds for s in seeds}
@@ -232,11 +323,11 @@ def run(tables=TABLES, reps: int = 500, seeds=SEEDS, seed_sds=SEED_SDS, rng_seed
 
 
 def _print(out, title: str, cells: dict, rows: list[str], cols: list[str]) -> None:
-    width = max(len(r) for r in rows)
-    out(f"{title}\n" + " " * width + "".join(f"{c:>9}" for c in cols))
+    width, cw = max(len(r) for r in rows), [max(9, len(c) + 2) for c in cols]
+    out(f"{title}\n" + " " * width + "".join(f"{c:>{w}}" for c, w in zip(cols, cw)))
     for r in rows:
-        out(f"{r:<{width}}" + "".join(f"{100 * cells[(r, c)]:8.1f}%" if cells[(r, c)] == cells[(r, c)]
-                                      else f"{'—':>9}" for c in cols))
+        out(f"{r:<{width}}" + "".join(f"{100 * cells[(r, c)]:{w - 1}.1f}%" if cells[(r, c)] == cells[(r, c)]
+                                      else f"{'—':>{w}}" for c, w in zip(cols, cw)))
 
 
 def main() -> int:

@@ -118,7 +118,7 @@ def _slurm_faults(args, work: Path, folder: Path) -> dict:
     root = work / "slurm"
     cmd = [*BENCH, "run", "--methods", "clipfit,coop", "--shots", "1", "--seeds", "1,2", "--results", str(root),
            "--no-leaderboard", "--executor", "slurm", "--profile", "local", "--cells-per-job", "4",
-           "--set", "epochs=400"]
+           "--set", "epochs=400", "--set", "ckpt_interval_s=0"]     # a checkpoint every epoch: kills land mid-write
     subprocess.run(cmd, env=env, capture_output=True, check=True)
     rng = random.Random(args.seed)
     deadline = time.time() + 120

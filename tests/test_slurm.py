@@ -101,6 +101,7 @@ def test_usr2_requeues_and_resumes_bit_identically(slurm_env, toy, tmp_path):
 
     r = tmp_path / "r"
     argv = ["--methods", "clipfit", "--datasets", "toy", "--shots", "2", "--seeds", "1", "--set", "epochs=300",
+            "--set", "ckpt_interval_s=0",
             "--set", "batch_size=4"]
     assert main(["run", "--suite", "toy", "--data-root", str(toy), "--results", str(r), "--no-leaderboard",
                  "--executor", "slurm", "--profile", "local", *argv]) == 0

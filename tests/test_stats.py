@@ -249,3 +249,26 @@ def test_one_seed_uses_exact_mcnemar_and_says_images_only(tmp_path: Path) -> Non
     assert row["lo"] < 0.4 < row["hi"] and row["images"] == 1000
     t = summaries(load_results(tmp_path))["fewshot"]
     assert set(t["ci_basis"]) == {"images"}
+
+
+def test_linear_many_equals_one_call_per_statistic() -> None:
+    """The vectorised path (a column's comparisons, a table's intervals) gives what one call per statistic gives:
+    statistics of different shapes (seeds, images, one-seed McNemar pairs, two-dataset blocks) mixed in one list."""
+    gen = np.random.default_rng(5)
+    items = []
+    for s, n, k in [(3, 400, 2), (3, 400, 2), (1, 300, 2), (1, 300, 2), (3, 400, 1), (5, 200, 2), (3, 400, 2)]:
+        y = gen.random((k, s, n)) < gen.uniform(0.5, 0.9, (k, 1, 1))
+        m = stats.moments(y)
+        c = np.array([1.0, -1.0]) if k == 2 else np.array([1.0])
+        point = float(m.acc.mean(axis=-1) @ c)
+        if s == 5:                                   # an average of two datasets on the same seeds
+            m2 = stats.moments(gen.random((k, s, n)) < 0.7)
+            items.append(([[(m, c / 2), (m2, c / 2)]], point / 2 + float(m2.acc.mean(axis=-1) @ c) / 2))
+        else:
+            items.append(([[(m, c)]], point))
+    many = stats.linear_many(items)
+    for (blocks, point), got in zip(items, many):
+        one = stats.linear(blocks, point)
+        assert got.basis == one.basis
+        for f in ("value", "se", "df", "lo", "hi", "p"):
+            assert np.isclose(getattr(got, f), getattr(one, f), rtol=1e-9, atol=1e-12, equal_nan=True), f

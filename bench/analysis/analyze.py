@@ -112,12 +112,13 @@ def rebuild(result: dict, data_root: str):
     from bench.data.draws import dataset_splits
     from bench.data.fewshot import base_new_split
     from bench.methods import build_method
+    from bench.protocols import protocol
 
     cfg = result["config"]
     splits = dataset_splits(cfg["dataset"], str(data_root))
     card = cards.dataset_card(cfg["dataset"])
     names, test = splits.classnames, splits.test
-    if cfg["protocol"] == "base2new":
+    if protocol(cfg["protocol"]).class_split:         # the model was built for the base classes
         base = base_new_split(splits.train, [], splits.test, "base")
         names, test = base.classnames, base.test
     bb = load_cell_backbone(cfg)                                # first: building it draws random numbers

@@ -9,10 +9,12 @@ import bench.mini  # noqa: F401  (registers the named weights "mini-world")
 from bench import cards
 from bench.config import parse_sets
 from bench.errors import BenchError
-from bench.grid import PROTOCOLS, Grid, check_grid
+from bench.grid import Grid, check_grid
+from bench.protocols import DEFAULT as DEFAULT_PROTOCOL
+from bench.protocols import NAMES as PROTOCOLS
+from bench.protocols import protocol as protocol_named
 from bench.regime import REGIMES
 
-DEFAULT_SHOTS = {"fewshot": [1, 2, 4, 8, 16], "base2new": [16], "xd": [16], "dg": [16]}
 DEFAULT_METHODS = "zeroshot,clipfit,coop,clip_adapter,lora,full_ft,linear_probe"
 
 
@@ -34,7 +36,7 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--suite", help="named dataset suite: coop11, imagenet_variants, mini (default: mini)")
     g.add_argument("--shots", type=int_list, help="few-shot K values (default: 1,2,4,8,16; base2new/xd/dg: 16)")
     g.add_argument("--seeds", type=int_list, help="seeds (default: 1,2,3)")
-    g.add_argument("--protocol", choices=PROTOCOLS, help="fewshot | base2new | xd | dg (default: fewshot)")
+    g.add_argument("--protocol", choices=PROTOCOLS, help=f"{' | '.join(PROTOCOLS)} (default: {DEFAULT_PROTOCOL})")
     g.add_argument("--source", help="xd/dg: training dataset (default: imagenet)")
     g.add_argument("--targets", type=name_list, help="xd/dg: evaluated datasets")
     g.add_argument("--backbone", help="open_clip architecture (ViT-B-16), a JSON architecture file, local-dir:DIR or "
@@ -89,7 +91,7 @@ def read_grid_file(path: Path) -> dict:
                     "mapping": "a mapping of setting names to values"}[kind]
             raise BenchError(f"grid file {path}: '{key}' must be {want}, got {value!r}")
         out[key] = value
-    if out.get("protocol", "fewshot") not in PROTOCOLS:
+    if out.get("protocol", DEFAULT_PROTOCOL) not in PROTOCOLS:
         from bench.errors import did_you_mean
 
         raise did_you_mean(f"grid file {path}: protocol", out["protocol"], PROTOCOLS)
@@ -113,7 +115,7 @@ def build_grid(args: argparse.Namespace, prepare_world: bool, before_data=None) 
     real = any(pick(k) for k in ("backbone", "data_root", "suite")) or (bool(named) and not mini_only)
     suite_name = pick("suite") or (None if real else "mini")
     suite = cards.suite(suite_name) if suite_name else {}
-    protocol = pick("protocol") or "fewshot"
+    protocol = protocol_named(pick("protocol") or DEFAULT_PROTOCOL)
     data_root = pick("data_root") or suite.get("data_root")
     backbone = pick("backbone") or suite.get("backbone") or "ViT-B-16"
     pretrained = pick("pretrained") or suite.get("pretrained")
@@ -124,10 +126,10 @@ def build_grid(args: argparse.Namespace, prepare_world: bool, before_data=None) 
     grid = Grid(
         methods=as_list(pick("methods") or suite.get("methods") or DEFAULT_METHODS),
         datasets=as_list(pick("datasets") or suite.get("datasets") or []),
-        shots=as_list(pick("shots") or (suite.get("shots") if protocol == "fewshot" else None)
-                      or DEFAULT_SHOTS[protocol]),
+        shots=as_list(pick("shots") or (suite.get("shots") if protocol.suite_shots else None)
+                      or list(protocol.default_shots)),
         seeds=as_list(pick("seeds") or suite.get("seeds") or [1, 2, 3]),
-        protocol=protocol,
+        protocol=protocol.name,
         backbone=backbone, pretrained=pretrained, activation=None if activation == "auto" else activation,
         data_root=data_root or "", suite=suite_name, sets=parse_sets(args.sets), file_sets=conf.get("set", {}),
         device=device, device_reason=device_reason,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
+from bench.protocols import table_names
 
 HELP = "Aggregate result.json files into a tidy table (one row per cell × evaluation) or summary tables."
 EPILOG = """\
@@ -26,7 +27,7 @@ examples:
   bench aggregate --per-image --methods coop --datasets dtd --shots 16 --format json
   bench aggregate --results /scratch/me/results -o cells.csv
 """
-TABLES = ["long", "fewshot", "fewshot_avg", "base2new", "base2new_avg", "xd", "dg", "cost", "summary"]
+TABLES = ["long", *table_names(), "cost", "summary"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -24,7 +24,7 @@ examples:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from bench.cli._grid_args import int_list, name_list
     from bench.cli._results_arg import add_results_arguments
-    from bench.grid import PROTOCOLS
+    from bench.protocols import NAMES as PROTOCOLS
 
     add_results_arguments(p)
     p.add_argument("--methods", type=name_list, help="comma-separated methods (default: every trained method)")

@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.errors import BenchError
+from bench.protocols import PROTOCOLS, Protocol, transfer_protocol
 from bench.report.collect import Results, completed, eval_title
 from bench.report.mdtable import format_hours
 
@@ -87,13 +87,16 @@ def _with_titles(table: pd.DataFrame, done: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def fewshot_table(frame: pd.DataFrame, expected: pd.DataFrame | None = None) -> pd.DataFrame:
+FEWSHOT, BASE2NEW = PROTOCOLS["fewshot"], PROTOCOLS["base2new"]
+
+
+def fewshot_table(frame: pd.DataFrame, expected: pd.DataFrame | None = None, proto: Protocol = FEWSHOT) -> pd.DataFrame:
     """Few-shot accuracy per method × dataset × K: mean ± sample std over seeds, n, n_planned, partial."""
-    stats = seed_stats(frame, "fewshot", expected)
-    return stats[stats["eval"] == "all"].drop(columns=["protocol", "eval"]).reset_index(drop=True)
+    stats = seed_stats(frame, proto.name, expected)
+    return stats[stats["eval"] == proto.own_evals[0]].drop(columns=["protocol", "eval"]).reset_index(drop=True)
 
 
-def fewshot_average(table: pd.DataFrame, frame: pd.DataFrame | None = None) -> pd.DataFrame:
+def fewshot_average(table: pd.DataFrame, frame: pd.DataFrame | None = None, proto: Protocol = FEWSHOT) -> pd.DataFrame:
     """Per method × K: the arithmetic mean over datasets of the per-dataset seed means.
 
     `n_datasets` counts the datasets averaged; `partial` is set when a dataset of the section is missing or
@@ -102,7 +105,7 @@ def fewshot_average(table: pd.DataFrame, frame: pd.DataFrame | None = None) -> p
     keys = ["backbone", "pretrained", "method", "method_title", "shots"]
     out = _average(table, keys, {"mean": "acc"})
     if frame is not None:
-        out = out.merge(_seedwise_std(frame, "fewshot", {"all": "std"}), on=_KEYS_NT, how="left")
+        out = out.merge(_seedwise_std(frame, proto.name, {proto.own_evals[0]: "std"}), on=_KEYS_NT, how="left")
     return out
 
 
@@ -141,12 +144,13 @@ def _seedwise_std(frame: pd.DataFrame, protocol: str, evals: dict[str, str]) -> 
     return out if out is not None else pd.DataFrame(columns=_KEYS_NT + list(evals.values()))
 
 
-def base2new_table(frame: pd.DataFrame, expected: pd.DataFrame | None = None) -> pd.DataFrame:
+def base2new_table(frame: pd.DataFrame, expected: pd.DataFrame | None = None, proto: Protocol = BASE2NEW
+                   ) -> pd.DataFrame:
     """Per method × dataset: Base and New each averaged over seeds (± sample std), HM of those two means."""
-    stats = seed_stats(frame, "base2new", expected)
+    stats = seed_stats(frame, proto.name, expected)
     keys = ["backbone", "pretrained", "method", "method_title", "dataset", "dataset_title", "shots"]
     parts = []
-    for name in ("base", "new"):
+    for name in proto.own_evals:
         sub = stats[stats["eval"] == name].set_index(keys)
         parts.append(sub[["mean", "std", "n", "n_planned", "partial"]].add_prefix(f"{name}_"))
     out = parts[0].join(parts[1], how="outer").reset_index()
@@ -157,13 +161,14 @@ def base2new_table(frame: pd.DataFrame, expected: pd.DataFrame | None = None) ->
     return out.drop(columns=[c for c in out.columns if c.endswith(("_n_planned", "_partial"))])
 
 
-def base2new_average(table: pd.DataFrame, frame: pd.DataFrame | None = None) -> pd.DataFrame:
+def base2new_average(table: pd.DataFrame, frame: pd.DataFrame | None = None, proto: Protocol = BASE2NEW
+                     ) -> pd.DataFrame:
     """Per method: Base and New averaged over datasets, HM = HM(avg Base, avg New) — never the mean of HMs."""
     keys = ["backbone", "pretrained", "method", "method_title", "shots"]
     out = _average(table, keys, {"base_mean": "base", "new_mean": "new"})
     out["hm"] = [harmonic_mean(b, n) for b, n in zip(out["base"], out["new"])]
     if frame is not None:
-        out = out.merge(_seedwise_std(frame, "base2new", {"base": "base_std", "new": "new_std"}),
+        out = out.merge(_seedwise_std(frame, proto.name, {e: f"{e}_std" for e in proto.own_evals}),
                         on=_KEYS_NT, how="left")
     return out
 
@@ -171,11 +176,10 @@ def base2new_average(table: pd.DataFrame, frame: pd.DataFrame | None = None) -> 
 def transfer_table(frame: pd.DataFrame, protocol: str, expected: pd.DataFrame | None = None) -> pd.DataFrame:
     """Cross-dataset (xd) or domain generalisation (dg): per method × source dataset × K, the source accuracy,
     each target and `target_avg` (mean of the target seed means), each as one row of the long table."""
-    if protocol not in ("xd", "dg"):
-        raise BenchError(f"transfer tables are for protocol xd or dg, not '{protocol}'")
+    own = transfer_protocol(protocol).own_evals
     stats = seed_stats(frame, protocol, expected).drop(columns=["protocol"])
     keys = ["backbone", "pretrained", "method", "method_title", "dataset", "dataset_title", "shots"]
-    targets = stats[stats["eval"] != "source"]
+    targets = stats[~stats["eval"].isin(own)]
     if len(targets):
         avg = targets.groupby(keys).agg(mean=("mean", "mean"), n=("n", "min"), n_planned=("n_planned", "max"),
                                         partial=("partial", "any")).reset_index()
@@ -183,6 +187,19 @@ def transfer_table(frame: pd.DataFrame, protocol: str, expected: pd.DataFrame | 
         stats = pd.concat([stats, avg[stats.columns.drop("eval_title", errors="ignore")]], ignore_index=True)
     stats["eval_title"] = stats["eval"].map(eval_title)
     return stats.reset_index(drop=True)
+
+
+def protocol_tables(proto: Protocol, frame: pd.DataFrame, expected: pd.DataFrame | None) -> dict[str, pd.DataFrame]:
+    """The summary tables `proto` makes (`proto.tables`): per dataset and averaged, or source and targets."""
+    if proto.transfer:
+        made = [transfer_table(frame, proto.name, expected)]
+    elif proto.class_split:
+        per = base2new_table(frame, expected, proto)
+        made = [per, base2new_average(per, frame, proto)]
+    else:
+        per = fewshot_table(frame, expected, proto)
+        made = [per, fewshot_average(per, frame, proto)]
+    return dict(zip(proto.tables, made))
 
 
 def cost_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -212,15 +229,9 @@ def summaries(results: Results, intervals: Any = True) -> dict[str, pd.DataFrame
     frame, exp = results.frame, results.expected
     protocols = set(completed(frame)["protocol"])
     out: dict[str, pd.DataFrame] = {}
-    if "fewshot" in protocols:
-        out["fewshot"] = fewshot_table(frame, exp)
-        out["fewshot_avg"] = fewshot_average(out["fewshot"], frame)
-    if "base2new" in protocols:
-        out["base2new"] = base2new_table(frame, exp)
-        out["base2new_avg"] = base2new_average(out["base2new"], frame)
-    for proto in ("xd", "dg"):
-        if proto in protocols:
-            out[proto] = transfer_table(frame, proto, exp)
+    for proto in PROTOCOLS.values():
+        if proto.name in protocols:
+            out.update(protocol_tables(proto, frame, exp))
     if intervals is not False and intervals is not None and out:
         from bench.report.intervals import add_intervals
         from bench.report.uncertainty import Uncertainty

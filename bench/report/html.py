@@ -115,11 +115,9 @@ def describe(head: str, datasets: set[str]) -> str:
 
 def _protocol(heading: str) -> str | None:
     """The protocol a level-2 heading opens ('' for the sections every protocol shares)."""
-    for prefix, proto in (("Base-to-new", "base2new"), ("Few-shot", "fewshot"), ("Cross-dataset", "xd"),
-                          ("Domain generalisation", "dg")):
-        if heading.startswith(prefix):
-            return proto
-    return ""
+    from bench.protocols import of_heading
+
+    return of_heading(heading)
 
 
 def items(blocks: list, figures: list[tuple[str, Path]], plots_marker: str,

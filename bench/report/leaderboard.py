@@ -28,6 +28,7 @@ import pandas as pd
 
 from bench import __version__
 from bench.errors import BenchError
+from bench.protocols import in_board_order
 from bench.report import stats
 from bench.report.aggregate import summaries
 from bench.report.collect import Results, load_results
@@ -37,11 +38,9 @@ from bench.report.sections import (
     DAGGER,
     Block,
     Ctx,
-    base2new_section,
-    fewshot_section,
+    protocol_section,
     run_counts,
     sel,
-    transfer_section,
 )
 from bench.report.uncertainty import Uncertainty
 
@@ -241,13 +240,9 @@ def sections(board: Board) -> list[Block]:
     out: list[Block] = []
     pairs = sorted(set(map(tuple, board.res.completed[["backbone", "pretrained"]].drop_duplicates().to_numpy())))
     for bb, pt in pairs:
-        if "base2new" in board.tables:
-            out += base2new_section(ctx, bb, pt)
-        if "fewshot" in board.tables:
-            out += fewshot_section(ctx, bb, pt)
-        for proto in ("xd", "dg"):
-            if proto in board.tables:
-                out += transfer_section(ctx, proto, bb, pt)
+        for proto in in_board_order():
+            if proto.tables[0] in board.tables:
+                out += protocol_section(ctx, proto, bb, pt)
         out += cost_section(ctx, bb, pt)
     if not pairs:
         out.append("_No completed runs yet._\n")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import pandas as pd
 
 from bench.errors import BenchError
+from bench.protocols import protocol
 from bench.report.aggregate import dataset_order
 from bench.report.stats import holm
 from bench.report.uncertainty import ENTRY, Entry, Stat, Uncertainty
@@ -66,19 +67,21 @@ def compare_methods(frame: pd.DataFrame, a: str, b: str, unc: Uncertainty | None
         common = [d for d in dataset_order(set(unc.runs[ea]) & set(unc.runs[eb]))]
         evals = list(dict.fromkeys(e for d in common for e in unc.runs[ea][d].evals if e in unc.runs[eb][d].acc))
         shots = max(ea[_SHOTS], eb[_SHOTS])
+        proto = protocol(ea[_PROTOCOL])
+        hm = Stat.hm if proto.class_split else None       # the harmonic mean of its two evaluations (base, new)
         for d in common:
             for e in [e for e in evals if e in unc.runs[ea][d].acc and e in unc.runs[eb][d].acc]:
                 rows.append(_row(unc, ea, eb, shots, d, e, Stat.mean([(d, e)])))
-            if ea[_PROTOCOL] == "base2new":
-                rows.append(_row(unc, ea, eb, shots, d, "hm", Stat.hm([(d, "base")], [(d, "new")])))
-        if len(common) > 1 and ea[_PROTOCOL] in ("fewshot", "base2new"):
+            if hm:
+                rows.append(_row(unc, ea, eb, shots, d, "hm", hm(*([(d, e)] for e in proto.own_evals))))
+        if len(common) > 1 and proto.averaged:
             for e in evals:
                 rows.append(_row(unc, ea, eb, shots, "average", e, Stat.mean([(d, e) for d in common])))
-            if ea[_PROTOCOL] == "base2new":
-                stat = Stat.hm([(d, "base") for d in common], [(d, "new") for d in common])
+            if hm:
+                stat = hm(*([(d, e) for d in common] for e in proto.own_evals))
                 rows.append(_row(unc, ea, eb, shots, "average", "hm", stat))
-        for d in common if ea[_PROTOCOL] in ("xd", "dg") else []:
-            targets = [e for e in evals if e != "source"]
+        for d in common if proto.transfer else []:
+            targets = [e for e in evals if e not in proto.own_evals]
             if len(targets) > 1:
                 rows.append(_row(unc, ea, eb, shots, d, "target_avg", Stat.mean([(d, t) for t in targets])))
     if not rows:
@@ -92,7 +95,7 @@ def compare_methods(frame: pd.DataFrame, a: str, b: str, unc: Uncertainty | None
 def _row(unc: Uncertainty, ea: Entry, eb: Entry, shots: int, dataset: str, ev: str, stat: Stat) -> dict:
     c = unc.compare(ea, eb, stat)
     images, disc = "", ""
-    if len(stat.datasets) == 1 and len(stat.parts) == 1:
+    if len(stat.parts) == 1 and len(stat.parts[0]) == 1:      # one evaluation of one dataset (not an average)
         d = stat.datasets[0]
         n = unc.runs[ea][d].n.get(ev)
         images = int(n[n > 0].min()) if n is not None and (n > 0).any() else ""

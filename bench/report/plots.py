@@ -20,6 +20,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from bench.protocols import PROTOCOLS
+
 ZEROSHOT = "zeroshot"
 DPI = 130
 MAX_METHODS = 12          # more lines than this are unreadable: plot the best ones (plus zero-shot)
@@ -198,11 +200,12 @@ def write_plots(tables: dict[str, Any], folder: Path, comparison: Any = None) ->
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     out: list[tuple[str, Path]] = []
-    if "fewshot_avg" in tables:
-        for (bb, pt), avg in tables["fewshot_avg"].groupby(["backbone", "pretrained"]):
+    few, b2n = PROTOCOLS["fewshot"], PROTOCOLS["base2new"]
+    if few.tables[1] in tables:
+        for (bb, pt), avg in tables[few.tables[1]].groupby(["backbone", "pretrained"]):
             keep, note = _top(avg, "acc")
             avg = avg[avg["method"].isin(keep)]
-            table = tables["fewshot"]
+            table = tables[few.tables[0]]
             table = table[(table["backbone"] == bb) & (table["pretrained"] == pt) & table["method"].isin(keep)]
             name = f"{bb}/{pt}{note}"
             p = plot_fewshot_average(avg, folder / f"fewshot_avg-{_slug(bb, pt)}.png", f"Few-shot accuracy ({name})")
@@ -210,23 +213,23 @@ def write_plots(tables: dict[str, Any], folder: Path, comparison: Any = None) ->
             p = plot_fewshot_per_dataset(table, avg, folder / f"fewshot_datasets-{_slug(bb, pt)}.png",
                                          f"Few-shot accuracy per dataset ({name})")
             out.append((f"Few-shot accuracy vs K per dataset ({name})", p))
-    if "base2new_avg" in tables:
-        for (bb, pt), avg in tables["base2new_avg"].groupby(["backbone", "pretrained"]):
+    if b2n.tables[1] in tables:
+        for (bb, pt), avg in tables[b2n.tables[1]].groupby(["backbone", "pretrained"]):
             avg = avg.dropna(subset=["base", "new"])
             if avg.empty:
                 continue
             keep, note = _top(avg, "hm")
             avg = avg[avg["method"].isin(keep)]
-            ref = _reference_points(comparison, bb, pt, set(avg["method"]))
+            ref = _reference_points(comparison, b2n.name, bb, pt, set(avg["method"]))
             p = plot_base_new(avg, folder / f"base2new-{_slug(bb, pt)}.png", f"Base-to-new ({bb}/{pt}{note})", ref)
             out.append((f"Base vs New accuracy with HM iso-curves ({bb}/{pt})", p))
     return out
 
 
-def _reference_points(comparison: Any, bb: str, pt: str, methods: set[str]) -> dict[str, tuple[float, float]]:
+def _reference_points(comparison: Any, protocol: str, bb: str, pt: str, methods: set[str]) -> dict[str, tuple[float, float]]:
     if comparison is None or len(comparison) == 0:
         return {}
-    sub = comparison[(comparison["protocol"] == "base2new") & (comparison["dataset"] == "average")
+    sub = comparison[(comparison["protocol"] == protocol) & (comparison["dataset"] == "average")
                      & (comparison["backbone"] == bb) & (comparison["pretrained"] == pt)
                      & comparison["method"].isin(methods)]
     wide = sub.pivot_table(index="method", columns="eval", values="reported", aggfunc="first")

@@ -47,10 +47,11 @@ def across_datasets(unc: Uncertainty, entries: dict[str, Entry], per_dataset: di
     pvalues, signs = {}, {}
     for d in datasets:
         here = [m for m in methods if d in values[m] and m in tested]
-        for i, a in enumerate(here):
-            for b in here[i + 1:]:
-                c = unc.compare(entries[a], entries[b], per_dataset[d])
-                pvalues[(d, a, b)], signs[(d, a, b)] = c.p, np.sign(c.delta)
+        pairs = [(a, b) for i, a in enumerate(here) for b in here[i + 1:]]
+        got = unc.compare_pairs([(entries[a], entries[b]) for a, b in pairs], per_dataset[d])
+        for a, b in pairs:
+            c = got[(entries[a], entries[b])]
+            pvalues[(d, a, b)], signs[(d, a, b)] = c.p, np.sign(c.delta)
     decision = stats.holm(pvalues)
     record = {m: [0, 0, 0] for m in tested}
     for (d, a, b), (_, rejected) in decision.items():

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
+from bench.protocols import PROTOCOLS
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]      # bench/
 MARKS = ("VERIFIED", "3RD-PARTY", "RECALL", "DERIVED", "UNVERIFIED")
@@ -85,6 +86,8 @@ def _parse_file(raw: Any, path: Path) -> list[Reported]:
     for key in ("protocol", "backbone", "pretrained"):
         if not raw.get(key):
             raise BenchError(f"reported file {path}: top-level '{key}' is missing")
+    if raw["protocol"] not in PROTOCOLS:
+        raise BenchError(f"reported file {path}: unknown protocol '{raw['protocol']}'; valid: {', '.join(PROTOCOLS)}")
     defaults = raw.get("defaults") or {}
     out = []
     for i, item in enumerate(raw["entries"]):
@@ -169,21 +172,20 @@ def reported_frame(entries: Iterable[Reported]) -> Any:
 def _reproduced(tables: dict[str, Any]) -> dict[tuple, tuple[dict[str, float], tuple[str, ...]]]:
     """(protocol, backbone, pretrained, method, dataset, shots) → ({eval: value}, datasets averaged)."""
     out: dict[tuple, tuple[dict[str, float], tuple[str, ...]]] = {}
-    specs = [("base2new", "base2new", {"base": "base_mean", "new": "new_mean", "hm": "hm"}, False),
-             ("base2new", "base2new_avg", {"base": "base", "new": "new", "hm": "hm"}, True),
-             ("fewshot", "fewshot", {"all": "mean"}, False), ("fewshot", "fewshot_avg", {"all": "acc"}, True)]
-    for protocol, name, cols, is_avg in specs:
-        if name not in tables:
+    for proto in PROTOCOLS.values():
+        if proto.transfer:
+            for rec in (tables[proto.tables[0]].to_dict("records") if proto.tables[0] in tables else []):
+                key = (proto.name, rec["backbone"], rec["pretrained"], rec["method"], rec["dataset"], int(rec["shots"]))
+                out.setdefault(key, ({}, (rec["dataset"],)))[0][rec["eval"]] = float(rec["mean"])
             continue
-        for rec in tables[name].to_dict("records"):
-            dataset = AVERAGE if is_avg else rec["dataset"]
-            over = tuple(str(rec["datasets"]).split(",")) if is_avg else (dataset,)
-            key = (protocol, rec["backbone"], rec["pretrained"], rec["method"], dataset, int(rec["shots"]))
-            out[key] = ({k: float(rec[c]) for k, c in cols.items()}, over)
-    for protocol in ("xd", "dg"):
-        for rec in (tables[protocol].to_dict("records") if protocol in tables else []):
-            key = (protocol, rec["backbone"], rec["pretrained"], rec["method"], rec["dataset"], int(rec["shots"]))
-            out.setdefault(key, ({}, (rec["dataset"],)))[0][rec["eval"]] = float(rec["mean"])
+        for name, is_avg in zip(proto.tables, (False, True)):
+            cols = ({e: e if is_avg else f"{e}_mean" for e in proto.own_evals} | {"hm": "hm"} if proto.class_split
+                    else {proto.own_evals[0]: "acc" if is_avg else "mean"})
+            for rec in (tables[name].to_dict("records") if name in tables else []):
+                dataset = AVERAGE if is_avg else rec["dataset"]
+                over = tuple(str(rec["datasets"]).split(",")) if is_avg else (dataset,)
+                key = (proto.name, rec["backbone"], rec["pretrained"], rec["method"], dataset, int(rec["shots"]))
+                out[key] = ({k: float(rec[c]) for k, c in cols.items()}, over)
     return out
 
 
@@ -205,11 +207,13 @@ def compare(tables: dict[str, Any], entries: Iterable[Reported]) -> Any:
             found = repro[same[0]] if same else None
         values, over = found if found is not None else ({}, ())
         reported = dict(e.metrics)
-        if e.protocol in ("xd", "dg"):
-            targets = [k for k in reported if k != "source"]
+        proto = PROTOCOLS[e.protocol]
+        own = proto.own_evals
+        if proto.transfer:
+            targets = [k for k in reported if k not in own]
             if targets and all(reported[k] is not None for k in targets):
                 reported["target_avg"] = sum(reported[k] for k in targets) / len(targets)
-            same_targets = set(targets) == {k for k in values if k not in ("source", "target_avg")}
+            same_targets = set(targets) == {k for k in values if k not in (*own, "target_avg")}
         for name, ref in reported.items():
             if ref is None:
                 continue

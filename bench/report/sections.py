@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from bench.protocols import Protocol
 from bench.report.aggregate import cost_table, dataset_order
 from bench.report.collect import Results
 from bench.report.mdtable import DASH, Row, Table, f2, interval, params, pm, present, signed
@@ -23,7 +24,6 @@ from bench.report.uncertainty import ENTRY, Entry, Stat, Uncertainty
 DAGGER = "†"
 BASIS = {"seeds+images": "seeds and test images", "images": "one seed: test images only, not the seed",
          "seeds": "no image counts: seeds only"}
-PROTOCOL_TITLES = {"xd": "Cross-dataset transfer", "dg": "Domain generalisation"}
 Block = str | Table
 
 
@@ -176,19 +176,19 @@ def _num(x) -> float:
     return float(x) if present(x) else -math.inf
 
 
-def base2new_section(ctx: Ctx, bb: str, pt: str) -> list[Block]:
-    avg, per = sel(ctx.tables["base2new_avg"], bb, pt), sel(ctx.tables["base2new"], bb, pt)
+def base2new_section(ctx: Ctx, proto: Protocol, bb: str, pt: str) -> list[Block]:
+    avg, per = sel(ctx.tables[proto.tables[1]], bb, pt), sel(ctx.tables[proto.tables[0]], bb, pt)
     if avg.empty:
         return []
     b2n = ctx.res.completed
-    cost = cost_table(b2n[b2n["protocol"] == "base2new"]).set_index("method")
+    cost = cost_table(b2n[b2n["protocol"] == proto.name]).set_index("method")
     out: list[Block] = []
     for k in sorted(s for s in avg["shots"].unique() if s > 0) or [0]:
         sec = avg[avg["shots"].isin([k, 0])].set_index("method")
         ds = sorted(per.loc[per["shots"].isin([k, 0]), "dataset"].unique())
         st = {2: Stat.mean([(d, "base") for d in ds]), 3: Stat.mean([(d, "new") for d in ds]),
               4: Stat.hm([(d, "base") for d in ds], [(d, "new") for d in ds])}
-        entries = {m: (bb, pt, "base2new", m, int(r["shots"])) for m, r in sec.iterrows()}
+        entries = {m: (bb, pt, proto.name, m, int(r["shots"])) for m, r in sec.iterrows()}
         order, ranks = _rank_order(ctx, entries, st[4], sec["hm"].to_dict())
         zs = entries.get("zeroshot")
         zs_hm = float(sec.loc["zeroshot", "hm"]) if zs else math.nan
@@ -201,7 +201,7 @@ def base2new_section(ctx: Ctx, bb: str, pt: str) -> list[Block]:
             d_zs = r["hm"] - zs_hm if m != "zeroshot" else math.nan
             cells = [str(ranks[m]) if ranks[m] else DASH, r["method_title"], pm(r["base"], r["base_std"]),
                      pm(r["new"], r["new_std"]), f2(r["hm"]), signed(d_zs), params(c.get("trainable_params")),
-                     c.get("cost", DASH), ctx.run_str(bb, pt, "base2new", m, [int(r["shots"])]), ""]
+                     c.get("cost", DASH), ctx.run_str(bb, pt, proto.name, m, [int(r["shots"])]), ""]
             row = Row(cells, {0: -(ranks[m] or math.inf), 2: r["base"], 3: r["new"], 4: r["hm"], 5: d_zs,
                               6: c.get("trainable_params", math.nan)},
                       {2, 3, 4} if r["partial"] else set())
@@ -211,19 +211,19 @@ def base2new_section(ctx: Ctx, bb: str, pt: str) -> list[Block]:
                 row.tips[5] = f"paired 95% CI of the HM difference {cmp.lo:+.2f} to {cmp.hi:+.2f} (p = {cmp.p:.3g})"
             rows.append((m, row))
         annotate(ctx, [(entries[m], row) for m, row in rows], st)
-        refs = ctx.refs("base2new", bb, pt, "average", k)
+        refs = ctx.refs(proto.name, bb, pt, "average", k)
         ref_rows = _ref_rows(ctx, refs, ["base", "new", "hm"], titles, list(dict.fromkeys(
             order + list(refs.sort_values("reported", ascending=False)["method"]))), len(heads), 2)
-        out += [f"## Base-to-new generalisation — {bb}/{pt}, {k} shots, {per['dataset'].nunique()}-dataset average\n",
+        out += [f"## {proto.title} — {bb}/{pt}, {k} shots, {per['dataset'].nunique()}-dataset average\n",
                 Table(heads, _interleave(rows, ref_rows), bold=(2, 3, 4, 5))]
         out += across_datasets(ctx.unc, entries, {d: Stat.hm([(d, "base")], [(d, "new")]) for d in ds}, titles,
                                "### HM across datasets: mean rank and pairwise tests")
-        out += _hm_per_dataset(ctx, order, sec, per[per["shots"].isin([k, 0])], bb, pt, st[4])
+        out += _hm_per_dataset(ctx, proto, order, sec, per[per["shots"].isin([k, 0])], bb, pt, st[4])
     return out
 
 
-def _hm_per_dataset(ctx: Ctx, order: list[str], sec: pd.DataFrame, per: pd.DataFrame, bb: str, pt: str,
-                    avg_stat: Stat) -> list[Block]:
+def _hm_per_dataset(ctx: Ctx, proto: Protocol, order: list[str], sec: pd.DataFrame, per: pd.DataFrame, bb: str,
+                    pt: str, avg_stat: Stat) -> list[Block]:
     datasets = per.drop_duplicates("dataset").set_index("dataset").loc[dataset_order(per["dataset"])].reset_index()
     names, dtitles = list(datasets["dataset"]), list(datasets["dataset_title"])
     heads = ["Method"] + dtitles + ["**Avg**"]
@@ -235,7 +235,7 @@ def _hm_per_dataset(ctx: Ctx, order: list[str], sec: pd.DataFrame, per: pd.DataF
         cells = [r["method_title"]] + [f2(mine["hm"].get(d)) for d in names] + [f2(r["hm"])]
         values = {i + 1: mine["hm"].get(d, math.nan) for i, d in enumerate(names)} | {len(names) + 1: r["hm"]}
         marks = {i + 1 for i, d in enumerate(names) if d in mine.index and mine.loc[d, "partial"]}
-        rows.append(((bb, pt, "base2new", m, int(r["shots"])),
+        rows.append(((bb, pt, proto.name, m, int(r["shots"])),
                      Row(cells, values, marks | ({len(names) + 1} if r["partial"] else set()))))
     columns = {i + 1: Stat.hm([(d, "base")], [(d, "new")]) for i, d in enumerate(names)} | {len(names) + 1: avg_stat}
     annotate(ctx, rows, columns)
@@ -248,25 +248,25 @@ def _hm_per_dataset(ctx: Ctx, order: list[str], sec: pd.DataFrame, per: pd.DataF
         drows = [(r.method, Row([r.method_title, pm(r.base_mean, r.base_std), pm(r.new_mean, r.new_std), f2(r.hm),
                                  f"{r.n}/{r.n_planned}", ""], {1: r.base_mean, 2: r.new_mean, 3: r.hm},
                                 {1, 2, 3} if r.partial else set())) for r in sub.itertuples()]
-        annotate(ctx, [((bb, pt, "base2new", m, int(s)), row) for (m, row), s in zip(drows, sub["shots"])],
+        annotate(ctx, [((bb, pt, proto.name, m, int(s)), row) for (m, row), s in zip(drows, sub["shots"])],
                  {1: Stat.mean([(d, "base")]), 2: Stat.mean([(d, "new")]), 3: Stat.hm([(d, "base")], [(d, "new")])})
-        refs = ctx.refs("base2new", bb, pt, d, int(sub["shots"].max()))
+        refs = ctx.refs(proto.name, bb, pt, d, int(sub["shots"].max()))
         refs = refs[refs["method"].isin(sub["method"])]
         ref_rows = _ref_rows(ctx, refs, ["base", "new", "hm"], titles, list(sub["method"]), len(heads), 1)
         lines += [f"#### {title}\n", Table(heads, _interleave(drows, ref_rows), bold=(1, 2, 3))]
     return lines + ["</details>\n"]
 
 
-def fewshot_section(ctx: Ctx, bb: str, pt: str) -> list[Block]:
-    avg, per = sel(ctx.tables["fewshot_avg"], bb, pt), sel(ctx.tables["fewshot"], bb, pt)
+def fewshot_section(ctx: Ctx, proto: Protocol, bb: str, pt: str) -> list[Block]:
+    avg, per = sel(ctx.tables[proto.tables[1]], bb, pt), sel(ctx.tables[proto.tables[0]], bb, pt)
     if avg.empty:
         return []
-    ks = sorted(avg["shots"].unique())
+    ks, ev = sorted(avg["shots"].unique()), proto.own_evals[0]
     all_ds = sorted(per["dataset"].unique())
-    stat = Stat.mean([(d, "all") for d in all_ds])
+    stat = Stat.mean([(d, ev) for d in all_ds])
     titles = dict(zip(avg["method"], avg["method_title"]))
     top = avg.sort_values("shots").groupby("method").agg(k=("shots", "max"), last=("acc", "last"))
-    rank_entries = {m: (bb, pt, "fewshot", m, int(r["k"])) for m, r in top.iterrows() if r["k"] in (ks[-1], 0)}
+    rank_entries = {m: (bb, pt, proto.name, m, int(r["k"])) for m, r in top.iterrows() if r["k"] in (ks[-1], 0)}
     order, ranks = _rank_order(ctx, rank_entries, stat, top["last"].to_dict())
     order += list(top.drop(index=order).sort_values(["k", "last"], ascending=False).index)
     heads = ["Rank", "Method"] + [f"K={k}" for k in ks] + ["Runs", f"Δ vs reported (K={'/'.join(map(str, ks))})"]
@@ -278,17 +278,17 @@ def fewshot_section(ctx: Ctx, bb: str, pt: str) -> list[Block]:
         cells += [pm(mine["acc"].get(k), mine["std"].get(k)) for k in ks]
         marks = {i + 2 for i, k in enumerate(ks) if k in mine.index and mine.loc[k, "partial"]}
         values = {0: -(ranks.get(m) or math.inf)} | {i + 2: mine["acc"].get(k, math.nan) for i, k in enumerate(ks)}
-        rows.append((m, Row(cells + [ctx.run_str(bb, pt, "fewshot", m, ks), ""], values, marks)))
+        rows.append((m, Row(cells + [ctx.run_str(bb, pt, proto.name, m, ks), ""], values, marks)))
     for i, k in enumerate(ks):                  # one column per K: its entries are the methods run at that K
-        cols[i + 2] = [((bb, pt, "fewshot", m, int(k)), row) for m, row in rows]
+        cols[i + 2] = [((bb, pt, proto.name, m, int(k)), row) for m, row in rows]
     for col, pairs in cols.items():
         annotate(ctx, pairs, {col: stat})
-    refs = ctx.refs("fewshot", bb, pt, "average")
+    refs = ctx.refs(proto.name, bb, pt, "average")
     refs = refs.assign(eval=refs["shots"].map(lambda k: f"K={k}")) if len(refs) else refs
     ref_order = order + list(refs.sort_values("reported", ascending=False)["method"]) if len(refs) else order
     ref_rows = _ref_rows(ctx, refs, [f"K={k}" for k in ks], titles, list(dict.fromkeys(ref_order)), len(heads), 2)
     n_ds = per["dataset"].nunique()
-    out: list[Block] = [f"## Few-shot classification — {bb}/{pt}, top-1 % on all classes, mean ± std over seeds "
+    out: list[Block] = [f"## {proto.title} — {bb}/{pt}, top-1 % on all classes, mean ± std over seeds "
                         "[95% interval]\n", f"### Average over {n_ds} datasets\n",
                         Table(heads, _interleave(rows, ref_rows), bold=tuple(range(2, len(ks) + 2)))]
     datasets = per.drop_duplicates("dataset").set_index("dataset").loc[dataset_order(per["dataset"])].reset_index()
@@ -304,24 +304,25 @@ def fewshot_section(ctx: Ctx, bb: str, pt: str) -> list[Block]:
             cells = [titles[m]] + [pm(mine["mean"].get(d), mine["std"].get(d)) for d in names] + [f2(a["acc"])]
             values = {i + 1: mine["mean"].get(d, math.nan) for i, d in enumerate(names)} | {len(names) + 1: a["acc"]}
             marks = {i + 1 for i, d in enumerate(names) if d in mine.index and mine.loc[d, "partial"]}
-            krows.append(((bb, pt, "fewshot", m, int(a["shots"])),
+            krows.append(((bb, pt, proto.name, m, int(a["shots"])),
                           Row(cells, values, marks | ({len(names) + 1} if a["partial"] else set()))))
-        annotate(ctx, krows, {i + 1: Stat.mean([(d, "all")]) for i, d in enumerate(names)} | {len(names) + 1: stat})
+        annotate(ctx, krows, {i + 1: Stat.mean([(d, ev)]) for i, d in enumerate(names)} | {len(names) + 1: stat})
         out += [f"### K = {k}\n", Table(heads, [r for _, r in krows], bold=tuple(range(1, len(names) + 2)))]
-        out += across_datasets(ctx.unc, {m: (bb, pt, "fewshot", m, int(avgs[m]["shots"])) for m in order if m in mines},
-                               {d: Stat.mean([(d, "all")]) for d in names}, titles,
+        entries = {m: (bb, pt, proto.name, m, int(avgs[m]["shots"])) for m in order if m in mines}
+        out += across_datasets(ctx.unc, entries,
+                               {d: Stat.mean([(d, ev)]) for d in names}, titles,
                                f"#### K = {k} across datasets: mean rank and pairwise tests")
     return out
 
 
-def transfer_section(ctx: Ctx, protocol: str, bb: str, pt: str) -> list[Block]:
-    table = sel(ctx.tables[protocol], bb, pt)
+def transfer_section(ctx: Ctx, proto: Protocol, bb: str, pt: str) -> list[Block]:
+    table = sel(ctx.tables[proto.tables[0]], bb, pt)
     out: list[Block] = []
     for source, src in table.groupby("dataset"):
         for k in sorted(s for s in src["shots"].unique() if s > 0) or [0]:
             sec = src[src["shots"].isin([k, 0])]
-            targets = [e for e in dataset_order(sec["eval"]) if e not in ("source", "target_avg")]
-            evals = ["source"] + targets + (["target_avg"] if targets else [])
+            targets = [e for e in dataset_order(sec["eval"]) if e not in (*proto.own_evals, "target_avg")]
+            evals = list(proto.own_evals) + targets + (["target_avg"] if targets else [])
             etitles = dict(zip(sec["eval"], sec["eval_title"]))
             heads = ["Method", f"Source ({sec['dataset_title'].iloc[0]})"] + [etitles[e] for e in evals[1:]]
             heads += ["Runs", "Δ vs reported (source / target avg)"]
@@ -336,14 +337,20 @@ def transfer_section(ctx: Ctx, protocol: str, bb: str, pt: str) -> list[Block]:
                 cells = [titles[m]] + [pm(wide.loc[m].get(e), std.get((m, e))) for e in evals]
                 marks = {i + 1 for i, e in enumerate(evals) if part.get((m, e), False)}
                 values = {i + 1: wide.loc[m].get(e, math.nan) for i, e in enumerate(evals)}
-                rows.append((m, Row(cells + [ctx.run_str(bb, pt, protocol, m, [shots[m]]), ""], values, marks)))
+                rows.append((m, Row(cells + [ctx.run_str(bb, pt, proto.name, m, [shots[m]]), ""], values, marks)))
             columns = {i + 1: Stat.mean([(source, t) for t in targets] if e == "target_avg" else [(source, e)])
                        for i, e in enumerate(evals)}
-            annotate(ctx, [((bb, pt, protocol, m, int(shots[m])), row) for m, row in rows], columns)
-            refs = ctx.refs(protocol, bb, pt, source, k)
-            refs = refs[refs["eval"].isin(["source", "target_avg"]) | refs["eval"].isin(targets)]
+            annotate(ctx, [((bb, pt, proto.name, m, int(shots[m])), row) for m, row in rows], columns)
+            refs = ctx.refs(proto.name, bb, pt, source, k)
+            refs = refs[refs["eval"].isin([*proto.own_evals, "target_avg"]) | refs["eval"].isin(targets)]
             ref_rows = _ref_rows(ctx, refs, evals, titles, list(dict.fromkeys(order + list(refs["method"]))),
                                  len(heads), 1, delta_evals=[evals[0], evals[-1]])
-            out += [f"## {PROTOCOL_TITLES[protocol]} — {bb}/{pt}, trained on {sec['dataset_title'].iloc[0]} "
+            out += [f"## {proto.title} — {bb}/{pt}, trained on {sec['dataset_title'].iloc[0]} "
                     f"({k} shots)\n", Table(heads, _interleave(rows, ref_rows), bold=tuple(range(1, len(evals) + 1)))]
     return out
+
+
+def protocol_section(ctx: Ctx, proto: Protocol, bb: str, pt: str) -> list[Block]:
+    """`proto`'s leaderboard section: ranked by HM (base-to-new), by the largest K (few-shot), or source and targets."""
+    section = transfer_section if proto.transfer else base2new_section if proto.class_split else fewshot_section
+    return section(ctx, proto, bb, pt)

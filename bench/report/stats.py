@@ -140,6 +140,11 @@ class Estimate:
     def interval(self) -> tuple:
         return self.lo, self.hi
 
+    def item(self, i: int) -> Estimate:
+        """The i-th Estimate of a vectorised one (floats)."""
+        pick = lambda x: float(np.asarray(x).reshape(-1)[i]) if np.ndim(x) else float(x)  # noqa: E731
+        return Estimate(*(pick(x) for x in (self.value, self.se, self.df, self.lo, self.hi, self.p)), self.basis)
+
 
 @dataclass
 class Parts:
@@ -282,6 +287,33 @@ def linear(blocks: list[list[tuple[Moments, np.ndarray]]], point, level: float =
     if point.ndim == 0:
         out = [float(x) for x in out]
     return Estimate(*out, basis)
+
+
+def linear_many(items: list[tuple[list, float]], level: float = LEVEL) -> list[Estimate]:
+    """`linear` for many (blocks, point): statistics whose blocks have the same shape (per block and evaluation:
+    moments' shape, image count, pairing, one-seed discordant counts) are stacked on a leading axis and solved
+    by one vectorised call."""
+    groups: dict[tuple, list[int]] = {}
+    for i, (blocks, _) in enumerate(items):
+        key = tuple(tuple((m.acc.shape, m.n, m.paired, m.discordant is None, np.shape(c)) for m, c in b) for b in blocks)
+        groups.setdefault(key, []).append(i)
+    out: list = [None] * len(items)
+    for idx in groups.values():
+        many = [items[i][0] for i in idx]
+        stacked = [[_stack([blocks[b][j] for blocks in many]) for j in range(len(many[0][b]))]
+                   for b in range(len(many[0]))]
+        est = linear(stacked, np.array([items[i][1] for i in idx], dtype=np.float64), level)
+        for k, i in enumerate(idx):
+            out[i] = est.item(k)
+    return out
+
+
+def _stack(parts: list[tuple[Moments, np.ndarray]]) -> tuple[Moments, np.ndarray]:
+    """Moments of one shape and their coefficients, stacked on a new leading axis."""
+    ms = [m for m, _ in parts]
+    disc = None if ms[0].discordant is None else np.stack([m.discordant for m in ms])
+    return (Moments(np.stack([m.acc for m in ms]), np.stack([m.img for m in ms]), np.stack([m.res for m in ms]),
+                    ms[0].n, ms[0].paired, disc), np.stack([np.asarray(c, dtype=np.float64) for _, c in parts]))
 
 
 def wilson(p, n: int, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:

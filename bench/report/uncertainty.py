@@ -136,8 +136,6 @@ class Uncertainty:
             self.runs.setdefault(key[:-1], {})[key[-1]] = stats.Runs(tuple(g["seeds"]), acc_, n_)
             self.cells[key] = g["cells"]
 
-    # ------------------------------------------------------------------------------------------- one entry
-
     def point(self, entry: Entry, stat: Stat) -> float:
         """The statistic of seed means (what the tables show), as a fraction."""
         key = (entry, stat)
@@ -149,12 +147,18 @@ class Uncertainty:
 
     def estimate(self, entry: Entry, stat: Stat) -> stats.Estimate | None:
         """The statistic's Estimate (fractions), or None without data."""
-        key = (entry, stat)
-        if key not in self._estimates:
-            self._estimates[key] = self._estimate(entry, stat)
-        return self._estimates[key]
+        self._solve([(entry, stat)])
+        return self._estimates[(entry, stat)]
 
-    def _estimate(self, entry: Entry, stat: Stat) -> stats.Estimate | None:
+    def _solve(self, items: list[tuple[Entry, Stat]]) -> None:
+        """Estimates of many (entry, statistic), one vectorised call per shape (stats.linear_many)."""
+        todo = {key: self._estimate_blocks(*key) for key in dict.fromkeys(items) if key not in self._estimates}
+        self._estimates.update({key: None for key, blocks in todo.items() if blocks is None})
+        solve = [key for key, blocks in todo.items() if blocks is not None]
+        self._estimates.update(zip(solve, stats.linear_many([(todo[k], self.point(*k)) for k in solve])))
+
+    def _estimate_blocks(self, entry: Entry, stat: Stat) -> list | None:
+        """The blocks of the statistic's variance (stats.linear), or None without data."""
         runs = self.runs.get(entry, {})
         has = lambda d, e: d in runs and e in runs[d].acc and _seed_mean(runs[d].acc[e]) is not None  # noqa: E731
         w = stat.weights(has, lambda d, e: _seed_mean(runs[d].acc[e]))
@@ -171,7 +175,7 @@ class Uncertainty:
                 return None
             units[d] = (tuple(r.seeds[i] for i in idx), [(self._unit(entry, d, e, idx), np.array([c]))
                                                           for e, c in items])
-        return stats.linear(_blocks(units), self.point(entry, stat))
+        return _blocks(units)
 
     def interval(self, entry: Entry, stat: Stat) -> tuple[float, float]:
         """The 95 % interval of the statistic, in % (NaN, NaN without data)."""
@@ -179,6 +183,7 @@ class Uncertainty:
         return (float("nan"), float("nan")) if est is None else (max(est.lo, 0.0) * 100.0, min(est.hi, 1.0) * 100.0)
 
     def intervals(self, items: list[tuple[Entry, Stat]]) -> list[tuple[float, float]]:
+        self._solve(items)
         return [self.interval(e, st) for e, st in items]
 
     def basis(self, entry: Entry, datasets) -> str:
@@ -195,8 +200,6 @@ class Uncertainty:
             for d in per:
                 out[self.basis(entry, [d])] += 1
         return out
-
-    # ------------------------------------------------------------------------------------- the tables' moments
 
     def _load_correct(self) -> None:
         if self._correct is not None:
@@ -236,29 +239,49 @@ class Uncertainty:
         return self._moments[key]
 
     def _pair_unit(self, a: Entry, b: Entry, d: str, e: str, ia, ib) -> stats.Moments:
-        """The pair's moments on (d, e), runs ia of a aligned with ib of b: image by image where both have
-        predictions of the same images, else each side's own (no cross terms)."""
         key = (a, b, d, e, tuple(int(i) for i in ia), tuple(int(i) for i in ib))
-        if key not in self._moments:
-            ya, ga = self._table(a, d, e, ia)
-            yb, gb = self._table(b, d, e, ib)
-            if ya is not None and yb is not None and ga == gb:
-                self._moments[key] = stats.moments(np.stack([ya, yb]))
-            else:
-                self._moments[key] = stats.stack_pair(self._unit(a, d, e, ia), self._unit(b, d, e, ib))
+        self._pair_units([key])
         return self._moments[key]
 
-    # --------------------------------------------------------------------------------------------- pairs
+    def _pair_units(self, keys: list[tuple]) -> None:
+        """Pairs' moments on (d, e), runs ia of a aligned with ib of b, per key (a, b, d, e, ia, ib): image by
+        image where both have predictions of the same images (one vectorised call per table shape), else each
+        side's own (no cross terms)."""
+        batch: dict[tuple, list] = {}
+        for key in dict.fromkeys(k for k in keys if k not in self._moments):
+            a, b, d, e, ia, ib = key
+            (ya, ga), (yb, gb) = self._table(a, d, e, ia), self._table(b, d, e, ib)
+            if ya is not None and yb is not None and ga == gb:
+                batch.setdefault(ya.shape, []).append((key, np.stack([ya, yb])))
+            else:
+                self._moments[key] = stats.stack_pair(self._unit(a, d, e, ia), self._unit(b, d, e, ib))
+        for items in batch.values():
+            m = stats.moments(np.stack([y for _, y in items]))
+            self._moments.update({key: stats.Moments(m.acc[i], m.img[i], m.res[i], m.n, True, None if m.discordant
+                                                     is None else m.discordant[i]) for i, (key, _) in enumerate(items)})
 
     def compare(self, a: Entry, b: Entry, stat: Stat) -> Comparison:
         """a − b on `stat` over the datasets both have: paired point difference, interval and p-value (points)."""
-        key = (a, b, stat)
-        if key not in self._compared:
-            self._compared[key] = self._compare(a, b, stat)
-        return self._compared[key]
+        return self.compare_pairs([(a, b)], stat)[(a, b)]
 
     def compare_many(self, a: Entry, bs: list[Entry], stat: Stat) -> dict[Entry, Comparison]:
-        return {b: self.compare(a, b, stat) for b in bs}
+        return {b: c for (_, b), c in self.compare_pairs([(a, b) for b in bs], stat).items()}
+
+    def compare_pairs(self, pairs: list[tuple[Entry, Entry]], stat: Stat) -> dict[tuple[Entry, Entry], Comparison]:
+        """`compare` for many pairs on one statistic (a column's comparisons): their image-paired moments in one
+        call per table shape, their variances in one call per shape (stats.linear_many)."""
+        todo = [p for p in dict.fromkeys(pairs) if (*p, stat) not in self._compared]
+        keys = []
+        for a, b in todo:
+            for d, evs in _by_dataset(self.runs.get(a, {}), self.runs.get(b, {}), stat)[1].items():
+                ia, ib = self.aligned(a, b, d, evs)
+                keys += [(a, b, d, e, tuple(map(int, ia)), tuple(map(int, ib))) for e in evs if len(ia)]
+        self._pair_units(keys)
+        prep = {p: self._prepare(*p, stat) for p in todo}
+        solve = [p for p in todo if not isinstance(prep[p], Comparison)]
+        prep.update({p: _finish(est, *prep[p][1:]) for p, est in zip(solve, stats.linear_many([prep[p][:2] for p in solve]))})
+        self._compared.update({(*p, stat): c for p, c in prep.items()})
+        return {p: self._compared[(*p, stat)] for p in pairs}
 
     def aligned(self, a: Entry, b: Entry, d: str, evals: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Runs of a and b on dataset d compared with each other: common seeds (a zero-shot side, K = 0, pairs
@@ -269,15 +292,12 @@ class Uncertainty:
                                                rb.acc[e][ib[i]] == rb.acc[e][ib[i]] for e in evals)]
         return ia[ok], ib[ok]
 
-    def _compare(self, a: Entry, b: Entry, stat: Stat) -> Comparison:
+    def _prepare(self, a: Entry, b: Entry, stat: Stat) -> Comparison | tuple:
+        """Everything `compare` needs but the variance: (blocks, Δ, a, b, pairs, paired, datasets, one-seed
+        McNemar), or the Comparison itself when nothing can be compared."""
         nan = float("nan")
         ra, rb = self.runs.get(a, {}), self.runs.get(b, {})
-        st = stat.restrict(set(ra) & set(rb))
-        has = lambda d, e: e in ra[d].acc and e in rb[d].acc  # noqa: E731
-        wanted = {(d, e) for part in st.parts for d, e in part if has(d, e)}
-        by_d: dict[str, list[str]] = {}
-        for d, e in sorted(wanted):
-            by_d.setdefault(d, []).append(e)
+        st, by_d = _by_dataset(ra, rb, stat)
         align = {d: self.aligned(a, b, d, evs) for d, evs in by_d.items()}
         means = {}
         for d, evs in by_d.items():
@@ -309,18 +329,13 @@ class Uncertainty:
                     units[(d, side)] = ((side, tuple(r.seeds[i] for i in idx)),
                                         [(self._unit(entry, d, e, idx), np.array([sign * w[(d, e)]])) for e in evs])
                 paired, pairs = False, pairs + [0]
-        est = stats.linear(_blocks(units), va - vb)
-        one = est.basis == "images" and len(units) == 1 and len(wa) == 1 and paired
-        return Comparison((va - vb) * 100, max(est.lo, -1.0) * 100, min(est.hi, 1.0) * 100, est.p, min(pairs), paired, len(by_d),
-                          va * 100, vb * 100, est.df, est.basis, "exact McNemar" if one else
-                          "t (seeds × images, fiducial reference)" if est.basis != "images" else "normal (images only)")
+        return _blocks(units), va - vb, va, vb, min(pairs), paired, len(by_d), len(units) == 1 and len(wa) == 1 and paired
 
     def discordant(self, a: Entry, b: Entry, d: str, e: str) -> list[tuple[int, int, int]] | None:
         """Per aligned seed (seed of a, images a got right and b wrong, images b got right and a wrong), or None
         without predictions of the same images."""
         ia, ib = self.aligned(a, b, d, [e])
-        ya, ga = self._table(a, d, e, ia)
-        yb, gb = self._table(b, d, e, ib)
+        (ya, ga), (yb, gb) = self._table(a, d, e, ia), self._table(b, d, e, ib)
         if ya is None or yb is None or ga != gb or not len(ia):
             return None
         return [(self.runs[a][d].seeds[i], int((x & ~y).sum()), int((~x & y).sum())) for i, x, y in zip(ia, ya, yb)]
@@ -328,8 +343,7 @@ class Uncertainty:
     def ties(self, entries: list[Entry], stat: Stat) -> tuple[Entry | None, dict[Entry, tuple[float, bool]]]:
         """(the best entry, every other entry → (Holm-adjusted p, tied with the best)). Tied = not significantly
         different from the best at ALPHA, Holm-corrected over the comparisons of the column."""
-        values = {e: self.point(e, stat) for e in entries}
-        values = {e: v for e, v in values.items() if v == v}
+        values = {e: v for e in entries if (v := self.point(e, stat)) == v}
         if not values:
             return None, {}
         best = max(values, key=lambda e: values[e])
@@ -344,11 +358,27 @@ class Uncertainty:
         while left:
             best, decision = self.ties(left, stat)
             tied = sorted((e for e, (_, tie) in decision.items() if tie), key=lambda e: -self.point(e, stat))
-            rank = len(out) + 1
-            for e in [best, *tied]:
-                out[e] = rank
+            out.update({e: len(out) + 1 for e in [best, *tied]})
             left = [e for e in left if e not in out]
         return out
+
+
+def _by_dataset(ra: dict, rb: dict, stat: Stat) -> tuple[Stat, dict[str, list[str]]]:
+    """The statistic on the datasets both sides have, and its evaluations both have, per dataset."""
+    st = stat.restrict(set(ra) & set(rb))
+    by_d: dict[str, list[str]] = {}
+    for d, e in sorted({(d, e) for part in st.parts for d, e in part if e in ra[d].acc and e in rb[d].acc}):
+        by_d.setdefault(d, []).append(e)
+    return st, by_d
+
+
+def _finish(est: stats.Estimate, delta: float, va: float, vb: float, pairs: int, paired: bool, datasets: int,
+            single: bool) -> Comparison:
+    """The Comparison of a prepared pair (`Uncertainty._prepare`) given its Estimate."""
+    one = est.basis == "images" and single
+    return Comparison(delta * 100, max(est.lo, -1.0) * 100, min(est.hi, 1.0) * 100, est.p, pairs, paired, datasets,
+                      va * 100, vb * 100, est.df, est.basis, "exact McNemar" if one else
+                      "t (seeds × images, fiducial reference)" if est.basis != "images" else "normal (images only)")
 
 
 def _complete(r: stats.Runs, evals: list[str]) -> list[int]:
@@ -360,9 +390,8 @@ def _blocks(units: dict) -> list[list]:
     """One block when every dataset has the same runs (their seed effects may be correlated: the per-seed
     values of the combination carry it), else one independent block per dataset."""
     seeds = {v[0] for v in units.values()}
-    if len(seeds) == 1:
-        return [[part for _, parts in units.values() for part in parts]]
-    return [parts for _, parts in units.values()]
+    return [[part for _, parts in units.values() for part in parts]] if len(seeds) == 1 else \
+        [parts for _, parts in units.values()]
 
 
 def _seed_mean(v: np.ndarray) -> float | None:
