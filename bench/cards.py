@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -28,6 +29,7 @@ from bench.errors import BenchError, did_you_mean
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 PATH_KEYS = ("folder", "image_dir", "split_file", "classnames_file", "csv_file")   # relative to the data root
+IMPLEMENTATION = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")                       # a method card's "module:Class"
 DATASET_KINDS = ("split_json", "imagenet", "fgvc", "imagenet_variant", "image_folder", "csv")
 
 
@@ -106,6 +108,7 @@ class MethodCard:
     code: str = ""                           # the official code the card's settings were read from
     trainable: int | str | None = None       # trainable values on ViT-B/16 (int: asserted by the tests) or a formula
     extends: str | None = None               # a card this one starts from (params, train and overrides merged)
+    implementation: str | None = None        # "module:Class", the Method subclass (inherited through extends)
     path: str = ""
 
 
@@ -161,6 +164,8 @@ def method_card(name: str) -> MethodCard:
     if isinstance(raw, dict):
         raw = {"params": {}, "train": {}, "overrides": (), "trains": True, **raw}
     card = _build(MethodCard, raw, index[name])
+    if card.implementation is not None and not IMPLEMENTATION.fullmatch(card.implementation):
+        raise BenchError(f"card {card.path}: implementation {card.implementation!r} is not 'package.module:Class'")
     return card if card.uses_shots is not None else replace(card, uses_shots=card.trains)
 
 
@@ -184,6 +189,7 @@ def _extended(raw: dict[str, Any], path: Path) -> dict[str, Any]:
     out.setdefault("uses_shots", base.uses_shots)
     out.setdefault("paper", base.paper)
     out.setdefault("code", base.code)
+    out.setdefault("implementation", base.implementation)
     return out
 
 

@@ -121,7 +121,9 @@ TRAIN_FIELDS = settings.dataclass_fields(TrainConfig, LIMITS)
 def method_fields(method: str) -> dict[str, settings.Field]:
     """A method's parameters with types and ranges: its Params dataclass, read without importing the method
     (bench.settings); a card without code falls back to the types of the card's values."""
-    found = settings.method_fields(method)
+    from bench.methods import method_fields as read_params  # the registry package imports no method module
+
+    found = read_params(method)
     return found if found is not None else settings.fields_from_values(cards.method_card(method).params, method)
 
 

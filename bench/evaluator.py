@@ -141,7 +141,10 @@ def evaluate(method, items: list[Item], device: torch.device, opts: EvalOptions 
         inputs = (feats[i:i + opts.batch] for i in range(0, len(feats), opts.batch))
         head = method.logits_from_features
     else:
-        inputs, head = image_batches(items, method.backbone, device, opts), method
+        inputs = image_batches(items, method.backbone, device, opts)
+
+        def head(images: torch.Tensor) -> torch.Tensor:
+            return method(images).logits
     rows, start = [], 0
     with autocast(device, opts.amp):
         for x in inputs:

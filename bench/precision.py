@@ -3,7 +3,7 @@
 Usage:
     >>> amp = autocast_dtype(cfg, device)                  # None (fp32) | torch.bfloat16 | torch.float16
     >>> with autocast(device, amp):
-    ...     logits = method(images)
+    ...     logits = method(images).logits
     >>> with frozen_weights_in(method, amp):               # the training loop: no per-step weight casts
     ...     train_steps()
 

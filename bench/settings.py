@@ -261,14 +261,9 @@ def check_mapping(fields: dict[str, Field], raw: dict[str, Any], source: str) ->
 # ---- a method's parameters, read from its source (importing a method imports torch) ----
 
 @functools.cache
-def method_fields(method: str) -> dict[str, Field] | None:
-    """name → Field for a registered method's Params, or None when its source cannot be read statically."""
-    from bench.methods import METHODS  # the registry package imports no method module
-
-    try:
-        target = METHODS.target(method)
-    except BenchError:
-        return None
+def target_fields(target: Any, owner: str) -> dict[str, Field] | None:
+    """name → Field for the Params of a method class given as "module:Class" (read from the source with `ast`) or
+    as the class itself, or None when its source cannot be read statically (bench.methods.method_fields)."""
     if not isinstance(target, str):             # already imported (a cell process): read the class itself
         params = getattr(target, "Params", None)
         if params is None or not dataclasses.is_dataclass(params):
@@ -276,14 +271,14 @@ def method_fields(method: str) -> dict[str, Field] | None:
         import sys
 
         limits = getattr(sys.modules.get(target.__module__), "LIMITS", None) or {}
-        return dataclass_fields(params, limits, owner=method)
+        return dataclass_fields(params, limits, owner=owner)
     module, _, attr = target.partition(":")
     try:
         spec = importlib.util.find_spec(module)
         source = Path(spec.origin).read_text(encoding="utf-8") if spec and spec.origin else None
     except (ImportError, OSError, ValueError):
         return None
-    return _fields_from_source(source, attr, method) if source else None
+    return _fields_from_source(source, attr, owner) if source else None
 
 
 def _fields_from_source(source: str, attr: str, owner: str) -> dict[str, Field] | None:

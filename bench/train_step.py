@@ -37,7 +37,7 @@ class EagerStep:
 
     def losses(self, images: torch.Tensor, labels: torch.Tensor, cache: bool = True):
         with autocast(self.device, self.amp, cache=cache):
-            return self.method.loss(self.forward(images).float(), labels)
+            return self.method.loss(self.forward(images).float_logits(), labels)
 
     def update(self) -> None:
         """Optimizer step from the gradients now in `.grad` (clipped first when the card says so)."""

@@ -51,8 +51,7 @@ def measure(name, bb, args, device) -> list:
 
     def step():
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            logits = method(x)
-            loss, _ = method.loss(logits.float(), y)
+            loss, _ = method.loss(method(x).float_logits(), y)
         if opt is not None:
             opt.zero_grad(set_to_none=True)
             loss.backward()

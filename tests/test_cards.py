@@ -92,3 +92,49 @@ def test_malformed_card_names_file_and_line(tmp_path, monkeypatch):
     cards.clear_caches()
     with pytest.raises(BenchError, match="unknown key.*colour"):
         cards.dataset_card("extra")
+
+
+def test_a_preset_is_a_card_only(tmp_path, monkeypatch, capsys):
+    """A card naming an existing class is a method: the registry, its Params (read without torch), `bench validate`
+    and the build see it; a card that extends another inherits its implementation."""
+    from bench.cli import main
+    from bench.methods import METHODS, method_fields
+
+    (tmp_path / "methods").mkdir()
+    (tmp_path / "methods" / "clipfit_lam4.yaml").write_text("name: clipfit_lam4\ntitle: ClipFit λ 4\nversion: 1\n"
+                                                            "extends: clipfit\nparams: {lam: 4.0}\n")
+    (tmp_path / "methods" / "text_bitfit.yaml").write_text(
+        "name: text_bitfit\ntitle: BitFit (text)\nversion: 1\nextends: bitfit\n"
+        "implementation: bench.methods.selective:SelectiveTuning\nparams: {image: none}\n")
+    monkeypatch.setenv("BENCH_CARDS_PATH", str(tmp_path))
+    cards.clear_caches()
+    assert {"clipfit_lam4", "text_bitfit"} <= set(METHODS.names())
+    assert METHODS.target("clipfit_lam4") == "bench.methods.clipfit:ClipFit"          # inherited through extends
+    assert set(method_fields("text_bitfit")) == {"text", "image", "lam", "templates"}
+    assert resolve("text_bitfit", "dtd", "fewshot", 1)[0] == {"text": "bias", "image": "none", "lam": 0.0,
+                                                              "templates": {}}
+    assert resolve("clipfit_lam4", "oxford_pets", "fewshot", 1)[0]["lam"] == 4.0
+    assert main(["validate"]) == 0
+
+    (tmp_path / "methods" / "ghost.yaml").write_text("name: ghost\ntitle: G\nversion: 1\nextends: clipfit\n"
+                                                     "implementation: bench.methods.clipfit:Ghost\n")
+    (tmp_path / "methods" / "bad.yaml").write_text("name: bad\ntitle: B\nversion: 1\nextends: clipfit\n"
+                                                   "implementation: clipfit\n")
+    cards.clear_caches()
+    assert main(["validate"]) == 1
+    out = capsys.readouterr().out
+    assert "ghost.yaml: implementation bench.methods.clipfit:Ghost names no class" in out
+    assert "bad.yaml: implementation 'clipfit' is not 'package.module:Class'" in out
+    assert "bad" not in METHODS.names() and "ghost" in METHODS.names()
+
+
+def test_one_name_with_two_implementations_is_an_error(tmp_path, monkeypatch):
+    from bench.registry import Registry
+
+    registry = Registry("method", discover=lambda: {"coop": "bench.methods.coop:CoOp", "x": "m:X"})
+    registry.register_lazy("coop", "bench.methods.maple:MaPLe")
+    with pytest.raises(BenchError, match="method 'coop' is registered twice"):
+        registry.names()
+    registry = Registry("method", discover=lambda: {"coop": "bench.methods.coop:CoOp"})
+    registry.register_lazy("coop", "bench.methods.coop:CoOp")
+    assert registry.names() == ["coop"]

@@ -123,12 +123,12 @@ def test_training_lowers_loss_and_touches_only_trainable_tensors(name, toy, tiny
                zip(*ImageSet(items, test_transform(bb.image_size, bb.mean, bb.std))))
     m.eval()
     with torch.no_grad():
-        before_loss = F.cross_entropy(m(x), y).item()
+        before_loss = F.cross_entropy(m(x).logits, y).item()
     trainable = set(m.trainable_parameters())
     before = {n: p.detach().clone() for n, p in m.named_parameters()}
     train(m, items, fast_cfg(name), shots=2, seed=1, device=torch.device("cpu"))
     with torch.no_grad():
-        after_loss = F.cross_entropy(m(x), y).item()
+        after_loss = F.cross_entropy(m(x).logits, y).item()
     assert after_loss < before_loss
     for n, p in m.named_parameters():
         if n in trainable:
@@ -161,15 +161,15 @@ def test_lora_with_zero_b_is_the_frozen_model_and_merge_agrees(tiny_backbone):
     lora.eval()
     zs.eval()
     with torch.no_grad():
-        assert torch.allclose(lora(x), zs(x), atol=1e-4)
+        assert torch.allclose(lora(x).logits, zs(x).logits, atol=1e-4)
         for mod in lora.lora_modules().values():
             mod.lora_B.normal_(0, 0.5)
         lora.train()                                # unmerged path (dropout 0)
-        unmerged = lora(x)
+        unmerged = lora(x).logits
         lora.eval()                                 # merged path
-        merged = lora(x)
+        merged = lora(x).logits
     assert torch.allclose(merged, unmerged, atol=1e-4)
-    assert not torch.allclose(merged, zs(x), atol=1e-3)
+    assert not torch.allclose(merged, zs(x).logits, atol=1e-3)
 
 
 def test_lora_handles_open_clip_attention_module():
@@ -188,8 +188,8 @@ def test_lora_handles_open_clip_attention_module():
 def test_clipfit_regulariser_is_zero_at_start_and_lambda_from_card(tiny_backbone):
     m = make("clipfit", tiny_backbone)
     m.train()
-    logits = m(torch.randn(2, 3, 32, 32))
-    loss, parts = m.loss(logits, torch.tensor([0, 1]))
+    out = m(torch.randn(2, 3, 32, 32))
+    loss, parts = m.loss(out, torch.tensor([0, 1]))
     assert abs(parts["reg"]) < 1e-6
     assert m.p.lam == cards.method_card("clipfit").params["lam"] == 2.0
     assert make("clipfit", tiny_backbone, dataset="dtd").p.lam == 8.0           # the README's per-dataset λ
@@ -197,8 +197,8 @@ def test_clipfit_regulariser_is_zero_at_start_and_lambda_from_card(tiny_backbone
     m5.train()
     with torch.no_grad():
         m5.clip.transformer.resblocks[0].mlp.c_proj.bias.add_(torch.randn(32))   # (a constant shift is LN-invariant)
-    logits = m5(torch.randn(2, 3, 32, 32))
-    loss, parts = m5.loss(logits, torch.tensor([0, 1]))
+    out = m5(torch.randn(2, 3, 32, 32))
+    loss, parts = m5.loss(out, torch.tensor([0, 1]))
     assert parts["reg"] > 1e-4
     assert loss.item() == pytest.approx(float(parts["ce"]) + 5.0 * float(parts["reg"]), rel=1e-5)
 
@@ -216,7 +216,7 @@ def test_base_to_new_evaluates_new_classes_with_the_tuned_model(toy, tiny_backbo
     x = torch.randn(2, 3, 32, 32)
     m.eval()
     zs.eval()
-    assert not torch.allclose(m(x), zs(x))
+    assert not torch.allclose(m(x).logits, zs(x).logits)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
@@ -286,3 +286,34 @@ def test_dassl_schedule():
     lora = TrainConfig(lr=2e-4, schedule="cosine_iter", min_lr=1e-6)
     assert lr_at(lora, 0, 0, 1, 500) == pytest.approx(2e-4)
     assert lr_at(lora, 0, 500, 1, 500) == pytest.approx(1e-6)
+
+
+@pytest.mark.parametrize("name", ["clipfit", "kgcoop", "full_ft", "promptsrc"])
+def test_the_loss_reads_only_what_forward_returned(name, tiny_backbone):
+    """Nothing travels from forward to loss outside the Output: a loss computed after another forward (with moved
+    weights and other images) equals the loss computed right after its own forward."""
+    torch.manual_seed(0)
+    m = make(name, tiny_backbone, **({"lam": 1.0} if name == "full_ft" else {}))
+    m.train()
+    x1, x2, y = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32), torch.tensor([0, 1])
+    with torch.no_grad():
+        alone = m.loss(m(x1), y)[1]
+        out1 = m(x1)
+        for prm in m.trainable_parameters().values():
+            prm.add_(0.1 * torch.randn_like(prm))
+        m(x2)
+        later = m.loss(out1, y)[1]
+    assert set(alone) == set(later) and len(alone) > 1
+    assert all(torch.equal(alone[k], later[k]) for k in alone), name
+
+
+def test_references_are_captured_once_from_the_untouched_model(tiny_backbone):
+    m = make("clipfit", tiny_backbone)
+    anchor = m.text_anchor.clone()
+    zs = make("zeroshot", tiny_backbone)
+    with torch.no_grad():
+        assert torch.allclose(anchor, F.normalize(zs.compute_text_features(), dim=-1), atol=1e-6)
+        m.clip.transformer.resblocks[0].mlp.c_proj.bias.add_(torch.randn(32))
+    m.retarget(NAMES[3:], "toy2", "a photo of a {}.")          # new classes, then back: the anchor stays
+    m.retarget(NAMES, "toy", "a photo of a {}.")
+    assert torch.equal(m.text_anchor, anchor)

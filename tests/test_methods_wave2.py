@@ -126,7 +126,7 @@ def test_per_image_and_deep_prompt_logits_are_exact_under_truncation(name, tiny_
         m.eval()
         torch.manual_seed(1)
         with torch.no_grad():
-            return m(torch.randn(3, 3, 32, 32)), m.class_tokens.shape[1]
+            return m(torch.randn(3, 3, 32, 32)).logits, m.class_tokens.shape[1]
 
     (cut, n_cut), (full, n_full) = logits(True), logits(False)
     assert n_cut < n_full and torch.allclose(cut, full, atol=1e-4)
@@ -152,15 +152,15 @@ def test_cocoop_with_a_zero_meta_net_is_coop_from_words(tiny_backbone):
 def test_kgcoop_penalty_is_zero_at_step_0_and_weighted_by_the_card(tiny_backbone):
     m = make("kgcoop", tiny_backbone)                    # context "a photo of a" = the toy template: t = t_clip
     m.train()
-    logits = m(torch.randn(2, 3, 32, 32))
-    loss, parts = m.loss(logits, torch.tensor([0, 1]))
+    out = m(torch.randn(2, 3, 32, 32))
+    loss, parts = m.loss(out, torch.tensor([0, 1]))
     assert abs(float(parts["kg"])) < 1e-6
     assert m.p.w == cards.method_card("kgcoop").params["w"] == 8.0
     assert make("kgcoop", tiny_backbone, dataset="dtd").template == "a photo of a {}, a type of texture."
     with torch.no_grad():
         m.ctx.add_(torch.randn_like(m.ctx))
-    logits = m(torch.randn(2, 3, 32, 32))
-    loss, parts = m.loss(logits, torch.tensor([0, 1]))
+    out = m(torch.randn(2, 3, 32, 32))
+    loss, parts = m.loss(out, torch.tensor([0, 1]))
     learned = F.normalize(m.compute_text_features(), dim=-1).detach()
     hand = F.normalize(encode_text(m.clip, m.tokenize([f"a photo of a {n}." for n in NAMES])), dim=-1)
     expected = 1 - F.cosine_similarity(learned, hand, dim=-1, eps=1e-7).mean().detach()
@@ -197,8 +197,9 @@ def test_promptsrc_constraints_at_step_0_and_weights_from_the_card(tiny_backbone
     assert len(IMAGENET_TEMPLATES) == 60
     m.train()
     x, y = torch.randn(3, 3, 32, 32), torch.tensor([0, 1, 2])
-    logits = m(x)
-    loss, parts = m.loss(logits, y)
+    out = m(x)
+    logits = out.logits
+    loss, parts = m.loss(out, y)
     model = tiny_backbone.model
     with torch.no_grad():
         t0 = torch.stack([encode_text(model, tiny_backbone.tokenize([t.format(n) for n in NAMES]))

@@ -101,9 +101,10 @@ def test_method_types_read_from_source_match_the_dataclasses():
     import importlib
 
     from bench.methods import METHODS as REGISTRY
+    from bench.methods import method_fields
 
     for method in METHODS:
-        read = settings.method_fields(method)
+        read = method_fields(method)
         cls = REGISTRY.get(method)                      # imports torch: this test may
         module = importlib.import_module(cls.__module__)
         real = {f.name: f.type for f in dataclasses.fields(cls.Params)}

@@ -59,7 +59,7 @@ def test_frozen_weights_in_the_autocast_dtype_train_to_the_same_tensors_and_come
             for _ in range(3):
                 x = torch.randn(4, 3, tiny_backbone.image_size, tiny_backbone.image_size, generator=gen)
                 with autocast(cpu, torch.bfloat16):
-                    loss, _ = method.loss(method(x).float(), torch.randint(0, 3, (4,), generator=gen))
+                    loss, _ = method.loss(method(x).float_logits(), torch.randint(0, 3, (4,), generator=gen))
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()

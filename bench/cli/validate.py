@@ -27,11 +27,17 @@ def execute(args) -> int:
     problems: list[str] = []
     for name in cards.method_names():
         try:
-            cards.method_card(name)
+            card = cards.method_card(name)
             if name not in METHODS.names():
-                problems.append(f"method card {name}: no registered implementation")
+                problems.append(f"method card {name}: no registered implementation (give the card "
+                                "'implementation: package.module:Class')")
+            elif card.implementation and not _defines(card.implementation):
+                problems.append(f"method card {card.path}: implementation {card.implementation} names no class "
+                                "of a module that can be found")
         except BenchError as err:
             problems.append(str(err))
+    for problem in problems:                        # the method cards' (the datasets' are printed as they come)
+        print(f"PROBLEM  {problem}")
     names = [d.strip() for d in args.datasets.split(",")] if args.datasets else cards.suite(args.suite)["datasets"]
     ok = 0
     for name in names:
@@ -45,9 +51,25 @@ def execute(args) -> int:
         except BenchError as err:
             problems.append(str(err))
             print(f"MISSING  {name}: {err}")
-    if not args.data_root:
+    if not args.data_root and not problems:
         print("cards are valid; pass --data-root DIR to check the dataset folders and split files")
     if problems:
         print(f"{len(problems)} problem(s); {ok}/{len(names)} datasets ready")
         return 1
     return 0
+
+
+def _defines(implementation: str) -> bool:
+    """"module:Class" names a module that can be found and a class defined at its top level (read, not imported:
+    importing a method imports torch)."""
+    import ast
+    import importlib.util
+    from pathlib import Path
+
+    module, _, name = implementation.partition(":")
+    try:
+        spec = importlib.util.find_spec(module)
+        source = Path(spec.origin).read_text(encoding="utf-8") if spec and spec.origin else ""
+    except (ImportError, OSError, ValueError):
+        return False
+    return any(isinstance(node, ast.ClassDef) and node.name == name for node in ast.parse(source).body)

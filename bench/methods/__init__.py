@@ -1,39 +1,49 @@
-"""Method registry: each method is one file in this package, registered lazily by name.
+"""Method registry: a method is one file in this package plus a card naming it (`implementation: module:Class`).
 
 Usage:
     >>> from bench.methods import METHODS, build_method
     >>> METHODS.names()[:4]
     ['bitfit', 'clip_adapter', 'clipfit', 'clipfit_all_bias']
 
-Third-party packages add methods through the `bench.methods` entry-point group
-(`name = "package.module:Class"`, a subclass of `bench.methods.base.Method`) plus a card in BENCH_CARDS_PATH.
+The registry is the method cards (methods/*.yaml, BENCH_CARDS_PATH) that name their implementation, so a preset of
+an existing class (the ClipFit ablations, BitFit: `bench.methods.selective:SelectiveTuning`) is a card only; a card
+that `extends` another inherits its implementation. Third-party packages may instead register a class through the
+`bench.methods` entry-point group (`name = "package.module:Class"`, a subclass of `bench.methods.base.Method`) and
+add a card without `implementation`. Nothing here imports a method module (or torch) until `get`/`build_method`.
 """
 
 from __future__ import annotations
 
+from bench import cards, settings
+from bench.errors import BenchError
 from bench.registry import Registry
 
-METHODS: Registry = Registry("method", entry_point_group="bench.methods")
-for _name, _target in {
-    "zeroshot": "bench.methods.zeroshot:ZeroShot",
-    "clipfit": "bench.methods.clipfit:ClipFit",
-    "coop": "bench.methods.coop:CoOp",
-    "clip_adapter": "bench.methods.clip_adapter:ClipAdapter",
-    "lora": "bench.methods.lora:LoRA",
-    "full_ft": "bench.methods.full_ft:FullFineTune",
-    "linear_probe": "bench.methods.linear_probe:LinearProbe",
-    "cocoop": "bench.methods.cocoop:CoCoOp",
-    "kgcoop": "bench.methods.kgcoop:KgCoOp",
-    "maple": "bench.methods.maple:MaPLe",
-    "promptsrc": "bench.methods.promptsrc:PromptSRC",
-    "tip_adapter": "bench.methods.tip_adapter:TipAdapter",
-    "tip_adapter_f": "bench.methods.tip_adapter:TipAdapterF",
-    "bitfit": "bench.methods.selective:SelectiveTuning",
-    "selective": "bench.methods.selective:SelectiveTuning",
-    **{f"clipfit_{preset}": "bench.methods.selective:SelectiveTuning" for preset in (
-        "text_only", "image_only", "text_bias", "image_bias", "all_bias", "text_bias_only", "image_bias_only")},
-}.items():
-    METHODS.register_lazy(_name, _target)
+
+def card_implementations() -> dict[str, str]:
+    """name → "module:Class" for every method card that names its implementation (a card that does not load is
+    left out here; `bench validate` reports it)."""
+    found = {}
+    for name in cards.method_names():
+        try:
+            implementation = cards.method_card(name).implementation
+        except BenchError:
+            continue
+        if implementation:
+            found[name] = implementation
+    return found
+
+
+METHODS: Registry = Registry("method", entry_point_group="bench.methods", discover=card_implementations)
+
+
+def method_fields(method: str) -> dict[str, settings.Field] | None:
+    """name → Field of a registered method's Params, read without importing it (bench.settings), or None when
+    the method is unknown or its source cannot be read statically."""
+    try:
+        target = METHODS.target(method)
+    except BenchError:
+        return None
+    return settings.target_fields(target, owner=method)
 
 
 def build_method(name: str, backbone, classnames: list[str], template: str, params: dict, dataset: str = "",

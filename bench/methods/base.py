@@ -1,6 +1,6 @@
 """The method interface: which tensors train, how logits are formed for a list of class names, the loss.
 
-Usage (what a new method looks like):
+Usage (what a new method looks like: this file's class plus a card naming it, `implementation: module:Class`):
     >>> @dataclass(frozen=True)
     ... class Params:
     ...     alpha: float = 0.2          # residual ratio
@@ -9,6 +9,10 @@ Usage (what a new method looks like):
     ...     def setup(self): ...        # add modules, choose trainable tensors
     ...     def image_features(self, images): ...
 
+What flows: `forward(images)` returns an `Output` — the logits and what the loss needs besides them (the class
+text features and image features the logits came from, method-specific `extras`) — and `loss(output, labels)`
+reads only that: nothing is set on the method in forward and read back in loss. References to the untouched model
+(ClipFit's frozen class features, KgCoOp's hand-crafted ones) are taken once, in `capture_references`, at build.
 The harness owns the loop (optimizer, schedule, AMP, checkpoints); a method never steps an optimizer.
 Default behaviour is CLIP's: logits = exp(logit_scale) · cos(image feature, class text feature).
 """
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +36,20 @@ IMAGENET_TEMPLATES_SELECT = (
     "itap of a {}.", "a bad photo of the {}.", "a origami {}.", "a photo of the large {}.",
     "a {} in a video game.", "art of the {}.", "a photo of the small {}.",
 )
+
+
+class Output(NamedTuple):
+    """One forward pass: the logits and what the loss needs besides them (a captured CUDA graph replays exactly
+    this dataflow, so nothing may travel from forward to loss any other way)."""
+
+    logits: torch.Tensor                            # (B, C)
+    text: torch.Tensor | None = None                # (C, D) the class text features the logits used (un-normalised)
+    image: torch.Tensor | None = None               # (B, D) the image features the logits used (un-normalised)
+    extras: dict[str, torch.Tensor] | None = None   # method-specific (PromptSRC: the frozen tower's image features)
+
+    def float_logits(self) -> Output:
+        """The same output with fp32 logits (the loss runs in fp32 whatever the autocast)."""
+        return self._replace(logits=self.logits.float())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +108,8 @@ class Method(nn.Module):
         self._text_cache: torch.Tensor | None = None
         self.setup()
         self.set_classnames(classnames, self.method_template(template))
+        with torch.no_grad():                       # the model is still the untouched CLIP (plus fresh tensors)
+            self.capture_references()
         n = self.count_trainable()
         if self.trains and n == 0 and not self.sized_by_data:
             raise RuntimeError(f"method '{self.name}' selected no trainable parameters on {backbone.name}")
@@ -99,6 +119,11 @@ class Method(nn.Module):
     # -- what subclasses override --
     def setup(self) -> None:
         """Add modules and mark trainable tensors (requires_grad)."""
+
+    def capture_references(self) -> None:
+        """Called once at build, after `setup` and the first (training) class list, while CLIP is untouched and
+        under no_grad: register what the loss compares against (buffers, persistent=False, so they move with the
+        model and stay out of checkpoints). Retargeting to other classes later does not call it again."""
 
     def method_template(self, dataset_template: str) -> str:
         """The prompt template this method uses for the dataset (a card may override per dataset)."""
@@ -119,9 +144,10 @@ class Method(nn.Module):
         """(C, D) class text features through the (possibly tuned) text tower."""
         return encode_text(self.clip, self.tokens_on_device(self.class_tokens))
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(total loss, named detached parts for the log). Parts stay tensors: reading them would sync a GPU."""
-        ce = F.cross_entropy(logits, labels)
+    def loss(self, out: Output, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(total loss, named detached parts for the log) from what `forward` returned (fp32 logits). Parts stay
+        tensors: reading them would sync a GPU."""
+        ce = F.cross_entropy(out.logits, labels)
         return ce, {"ce": ce.detach()}
 
     # -- hooks around the training loop (no-ops unless a method needs them) --
@@ -199,8 +225,10 @@ class Method(nn.Module):
         self._text_cache = None if not self.frozen_text_tower else self._text_cache
         return super().train(mode)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.image_features(images), self.text_features())
+    def forward(self, images: torch.Tensor) -> Output:
+        image = self.image_features(images)
+        text = self.text_features()
+        return Output(self.head(image, text), text=text, image=image)
 
     def logits_from_features(self, image_features: torch.Tensor) -> torch.Tensor:
         """For frozen image towers: logits from cached `clip.encode_image` features."""

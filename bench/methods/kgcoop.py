@@ -7,9 +7,9 @@ Usage:
 As the official trainer (htyao89/KgCoOp trainers/kgcoop.py): a unified context initialised from "a photo of a"
 (M = 4; the code uses those words whenever an init is asked for), class token at the end, CLIP frozen; only the
 context trains (the repo's unused `bias_vectors` and `meta_net` are frozen there and absent here): ViT-B/16 2,048.
-Loss = CE + w · (1 − mean_c cos(t_c, t_c^clip)), where t_c^clip are the frozen model's features of the dataset's
-hand-crafted template (its CUSTOM_TEMPLATES: CoOp's zero-shot ones but "a photo of a {}, a type of texture." for
-DTD), computed once for the training classes. The paper writes the penalty as ‖t − t^clip‖²; on unit vectors that is
+Loss = CE + w · (1 − mean_c cos(t_c, t_c^clip)) (bench/methods/text_anchor.py), where t_c^clip are the frozen
+model's features of the dataset's hand-crafted template (its CUSTOM_TEMPLATES: CoOp's zero-shot ones but "a photo
+of a {}, a type of texture." for DTD), captured once for the training classes. The paper writes the penalty as ‖t − t^clip‖²; on unit vectors that is
 2 (1 − cos), so the code's w = 8 on (1 − cos) is w = 4 on the squared distance. bench follows the code.
 """
 
@@ -18,11 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bench.backbone import encode_text
+from bench.methods.base import Output
 from bench.methods.prompting import PromptLearning
+from bench.methods.text_anchor import anchored_loss, unit_rows
 
 
 @dataclass(frozen=True)
@@ -49,25 +50,11 @@ class KgCoOp(PromptLearning):
         p = self.p
         self.ctx = nn.Parameter(self.init_context(None if p.ctx_init else p.n_ctx, p.ctx_init, p.init_std))
 
-    def set_classnames(self, classnames: list[str], template: str | None = None) -> None:
-        super().set_classnames(classnames, template)
-        if not hasattr(self, "clip_text"):
-            # t^clip of the frozen model for the training classes (the model is still pristine here)
-            tokens = self.tokenize([self.template.format(c.replace("_", " ")) for c in classnames])
-            with torch.no_grad():
-                feats = encode_text(self.clip, self.tokens_on_device(tokens))
-            self.register_buffer("clip_text", F.normalize(feats, dim=-1), persistent=False)
+    def capture_references(self) -> None:
+        """t^clip: the untouched model's features of the hand-crafted template for the training classes."""
+        tokens = self.tokenize([self.template.format(c.replace("_", " ")) for c in self.classnames])
+        self.register_buffer("text_anchor", unit_rows(encode_text(self.clip, self.tokens_on_device(tokens))),
+                             persistent=False)
 
-    def text_features(self) -> torch.Tensor:
-        self._last_text = super().text_features()
-        return self._last_text
-
-    def penalty(self) -> torch.Tensor:
-        """1 − mean cosine between the learned and the hand-crafted class features (0 when they agree)."""
-        learned = F.normalize(self._last_text, dim=-1)                              # (C, D)
-        return 1.0 - (learned * self.clip_text).sum(-1).mean()
-
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        ce = F.cross_entropy(logits, labels)
-        kg = self.penalty()
-        return ce + self.p.w * kg, {"ce": ce.detach(), "kg": kg.detach()}
+    def loss(self, out: Output, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return anchored_loss(out, labels, self.text_anchor, self.p.w, "kg")

@@ -31,6 +31,7 @@ from torch import nn
 
 from bench.backbone import encode_image_prompted, encode_text, prompt_hook, text_blocks, vision_blocks
 from bench.errors import BenchError
+from bench.methods.base import Output
 from bench.methods.prompting import PromptLearning
 from bench.methods.templates import IMAGENET_TEMPLATES
 
@@ -93,51 +94,47 @@ class PromptSRC(PromptLearning):
         self.ctx = nn.Parameter(self.init_context(p.n_ctx_text, p.ctx_init, p.init_std))
         self._gpa: dict[str, torch.Tensor] = {}
 
-    def set_classnames(self, classnames: list[str], template: str | None = None) -> None:
-        super().set_classnames(classnames, template)
-        if not hasattr(self, "frozen_text"):
-            # t⁰: the pristine model's features averaged over the 60 templates, for the training classes
-            names = [c.replace("_", " ") for c in classnames]
-            tokens = self.tokenize([t.format(n) for t in IMAGENET_TEMPLATES for n in names])     # (T·C, L)
-            with torch.no_grad():
-                feats = torch.cat([encode_text(self.clip, self.tokens_on_device(tokens[i:i + 4096]))
-                                   for i in range(0, len(tokens), 4096)])
-            feats = feats.view(len(IMAGENET_TEMPLATES), len(names), -1).mean(0)                  # (C, D)
-            self.register_buffer("frozen_text", F.normalize(feats, dim=-1), persistent=False)
+    def capture_references(self) -> None:
+        """t⁰: the untouched model's features averaged over the 60 templates, for the training classes."""
+        names = [c.replace("_", " ") for c in self.classnames]
+        tokens = self.tokenize([t.format(n) for t in IMAGENET_TEMPLATES for n in names])          # (T·C, L)
+        feats = torch.cat([encode_text(self.clip, self.tokens_on_device(tokens[i:i + 4096]))
+                           for i in range(0, len(tokens), 4096)])
+        feats = feats.view(len(IMAGENET_TEMPLATES), len(names), -1).mean(0)                      # (C, D)
+        self.register_buffer("frozen_text", F.normalize(feats, dim=-1), persistent=False)
 
     # -- the prompted towers --
-    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor) -> Output:
+        frozen = None
         if self.training:                                   # f⁰ for the image consistency and the logit KL
             with torch.no_grad():
-                self._frozen_image = F.normalize(self.clip.encode_image(images).float(), dim=-1)
+                frozen = F.normalize(self.clip.encode_image(images).float(), dim=-1)
+        out = super().forward(images)
+        return out if frozen is None else out._replace(extras={"frozen_image": frozen})
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
         deep = {i + 1: prompt for i, prompt in enumerate(self.deep_vision)}
         hook = prompt_hook(deep, -self.p.n_ctx_vision) if deep else None
-        feats = encode_image_prompted(self.clip, images, self.visual_prompt, hook)
-        self._last_image = feats
-        return feats
+        return encode_image_prompted(self.clip, images, self.visual_prompt, hook)
 
     def compute_text_features(self) -> torch.Tensor:
         deep = {i + 1: prompt for i, prompt in enumerate(self.deep_text)}
         return self.encode_prompts(self.assemble(self.ctx), prompt_hook(deep, 1) if deep else None)
 
-    def text_features(self) -> torch.Tensor:
-        self._last_text = super().text_features()
-        return self._last_text
-
     # -- self-regulating constraints --
-    def consistency(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The three terms of L_SCL (unweighted) for the batch just forwarded."""
-        text = F.normalize(self._last_text.float(), dim=-1)
-        image = F.normalize(self._last_image.float(), dim=-1)
-        frozen_logits = self.clip.logit_scale.exp() * self._frozen_image @ self.frozen_text.t()
-        kl = F.kl_div(F.log_softmax(logits, dim=1), F.log_softmax(frozen_logits, dim=1), reduction="sum",
-                      log_target=True) / logits.numel()
-        return {"l1_text": F.l1_loss(text, self.frozen_text), "l1_image": F.l1_loss(image, self._frozen_image),
-                "kl": kl}
+    def consistency(self, out: Output) -> dict[str, torch.Tensor]:
+        """The three terms of L_SCL (unweighted) for a training forward's output."""
+        text = F.normalize(out.text.float(), dim=-1)
+        image = F.normalize(out.image.float(), dim=-1)
+        frozen_image = out.extras["frozen_image"]
+        frozen_logits = self.clip.logit_scale.exp() * frozen_image @ self.frozen_text.t()
+        kl = F.kl_div(F.log_softmax(out.logits, dim=1), F.log_softmax(frozen_logits, dim=1), reduction="sum",
+                      log_target=True) / out.logits.numel()
+        return {"l1_text": F.l1_loss(text, self.frozen_text), "l1_image": F.l1_loss(image, frozen_image), "kl": kl}
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        ce = F.cross_entropy(logits, labels)
-        scl = self.consistency(logits)
+    def loss(self, out: Output, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        ce = F.cross_entropy(out.logits, labels)
+        scl = self.consistency(out)
         total = ce + self.p.text_loss_weight * scl["l1_text"] + self.p.image_loss_weight * scl["l1_image"] + scl["kl"]
         return total, {"ce": ce.detach(), **{k: v.detach() for k, v in scl.items()}}
 

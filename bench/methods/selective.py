@@ -5,8 +5,9 @@ Usage:
     $ bench run --methods bitfit
     $ bench run --methods selective --set text=bias --set image=none       # any cell of the grid
 
-One method with named presets (a card each, `methods/clipfit_*.yaml` extend `clipfit.yaml`, so every preset runs
-ClipFit's recipe and its text regulariser λ; `clipfit` itself stays bench/methods/clipfit.py):
+One method with named presets, each a card only (`methods/clipfit_*.yaml` name this class as their implementation
+and extend `clipfit.yaml`, so every preset runs ClipFit's recipe and its text regulariser λ; `clipfit` itself stays
+bench/methods/clipfit.py):
 
 | text \\ image          | `layernorm` (ClipFit)  | `bias`                    | `none`                     |
 | `cproj_bias` (ClipFit) | clipfit                | clipfit_image_bias        | clipfit_text_only          |
