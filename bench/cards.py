@@ -161,12 +161,24 @@ def method_card(name: str) -> MethodCard:
     raw = load_yaml(index[name])
     if isinstance(raw, dict) and raw.get("extends"):
         raw = _extended(raw, index[name])
+    elif isinstance(raw, dict) and not raw.get("implementation"):
+        raw = {**raw, **_shipped_implementation(name, index[name])}
     if isinstance(raw, dict):
         raw = {"params": {}, "train": {}, "overrides": (), "trains": True, **raw}
     card = _build(MethodCard, raw, index[name])
     if card.implementation is not None and not IMPLEMENTATION.fullmatch(card.implementation):
         raise BenchError(f"card {card.path}: implementation {card.implementation!r} is not 'package.module:Class'")
     return card if card.uses_shots is not None else replace(card, uses_shots=card.trains)
+
+
+def _shipped_implementation(name: str, path: Path) -> dict[str, str]:
+    """A user card that replaces a shipped method card of the same name without saying `implementation` keeps the
+    shipped card's (cards written before cards named their classes still run the method they meant)."""
+    shipped = card_dirs("methods")[-1] / f"{name}.yaml"
+    if not shipped.is_file() or shipped.resolve() == path.resolve():
+        return {}
+    base = load_yaml(shipped)
+    return {"implementation": base["implementation"]} if isinstance(base, dict) and base.get("implementation") else {}
 
 
 def _extended(raw: dict[str, Any], path: Path) -> dict[str, Any]:

@@ -41,16 +41,6 @@ def _device_name(device) -> str:
     return f"cuda:{device.index or 0} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
 
 
-def _peak_mem_mb(device) -> float:
-    import torch
-
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def _prepare_data(cell: dict):
     from bench.data.fewshot import base_new_split
     from bench.grid import dataset_splits, fewshot_subset
@@ -115,6 +105,7 @@ def _execute(cell: dict, run_dir: Path, result: dict) -> None:
     from bench.backbone import load_cell_backbone
     from bench.checkpoint import save_tensors
     from bench.evaluator import EvalOptions, FeatureCache, evaluate, image_features
+    from bench.memprobe import peak_mb
     from bench.methods import build_method
     from bench.methods.base import FitData
     from bench.precision import autocast_dtype, resolved_precision
@@ -168,7 +159,7 @@ def _execute(cell: dict, run_dir: Path, result: dict) -> None:
     total = sum(p.numel() for p in method.parameters())
     result["cost"] = {"data_s": stats.data_s if stats else 0.0, "train_s": stats.train_s if stats else 0.0,
                       "eval_s": time.perf_counter() - t0, "images_per_s": stats.images_per_s if stats else 0.0,
-                      "peak_mem_mb": _peak_mem_mb(device), "trainable_params": method.count_trainable(),
+                      "peak_mem_mb": peak_mb(device), "trainable_params": method.count_trainable(),
                       "total_params": total, "device": _device_name(device), "iters": stats.iters if stats else 0}
     result["artifacts"]["predictions"] = _save_predictions(run_dir / "predictions.npz", predictions)
     if method.trains and (method.count_trainable() < 5_000_000 or os.environ.get("BENCH_KEEP_FULL")):

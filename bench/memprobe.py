@@ -2,7 +2,7 @@
 packed sweep can size the packing before any cell has finished.
 
 Usage:
-    >>> write_probe(3120.5)            # in a worker (BENCH_PROBE_FILE set by run_packed): one small file, atomic
+    >>> write_probe(peak_mb(device))   # in a worker (BENCH_PROBE_FILE set by run_packed): one small file, atomic
     >>> read_probes(folder)            # in the parent: every probe written so far, MiB
 """
 
@@ -12,6 +12,17 @@ import os
 from pathlib import Path
 
 PROBE_ENV = "BENCH_PROBE_FILE"
+
+
+def peak_mb(device) -> float:
+    """This process's peak memory on `device`: the CUDA allocator's (host-side statistics, no sync) or max RSS."""
+    if device.type == "cuda":
+        import torch
+
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def write_probe(peak_mb: float) -> None:

@@ -27,7 +27,7 @@ from bench.config import TrainConfig
 from bench.data.decoded import DeviceTrainSet
 from bench.data.images import ImageSet, train_transform
 from bench.data.splits import Item
-from bench.memprobe import write_probe
+from bench.memprobe import peak_mb, write_probe
 from bench.precision import frozen_weights_in
 from bench.train_step import make_step
 
@@ -219,8 +219,8 @@ def train(method, items: list[Item], cfg: TrainConfig, shots: int, seed: int, de
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(cfg, epoch, it, total_epochs, total_iters)
                 loss, parts = step(images, labels)
-                if it == start_it and device.type == "cuda":       # allocator statistics: no host sync
-                    write_probe(torch.cuda.max_memory_allocated(device) / 2**20)
+                if it == start_it:                                    # for packing (no host sync)
+                    write_probe(peak_mb(device))
                 watch.push(loss, epoch, it)
                 stats.images += len(labels)
                 it += 1

@@ -22,7 +22,7 @@ def results(r):
 def test_two_cells_at_once_run_every_cell_exactly_once(toy, tmp_path, monkeypatch):
     monkeypatch.setattr(local, "free_mb", lambda device: 1e9)
     r = tmp_path / "r"
-    assert run(toy, r, "--cells-per-gpu", "2", "--set", "epochs=60") == 0    # cells long enough to overlap
+    assert run(toy, r, "--cells-per-gpu", "2", "--set", "epochs=150") == 0   # the 2nd worker starts at the 1st step
     res = results(r)
     assert len(res) == 8 and all(x["status"] == "completed" for x in res)
     assert len({x["env"]["pid"] for x in res}) == 2                      # two workers shared the cells
@@ -44,3 +44,20 @@ def test_force_with_packing_reruns_each_cell_once(toy, tmp_path, monkeypatch):
     assert run(toy, r, "--cells-per-gpu", "2", "--force") == 0
     logs = {p.parent.name: p.read_text().count("trainable ") for p in (r / "runs").rglob("log.txt")}
     assert set(logs) == set(first) and sorted(logs.values()) == [2] * 8, logs   # once before, once forced
+
+
+def test_a_first_step_probe_sizes_the_packing_before_any_cell_ends(tmp_path, monkeypatch):
+    """The parent reads the workers' probe files (peak memory after a cell's first training step), so the other
+    workers can start before any cell has finished; a half-written probe is ignored."""
+    from bench.memprobe import PROBE_ENV, peak_mb, read_probes, write_probe
+
+    store = ResultStore(tmp_path / "r")
+    assert local._largest_peak(store, [], "", tmp_path) is None
+    monkeypatch.setenv(PROBE_ENV, str(tmp_path / "probe-1"))
+    write_probe(812.5)
+    (tmp_path / "probe-2.123.tmp").write_text("99999")                    # a writer killed mid-write
+    assert read_probes(tmp_path) == [812.5]
+    assert local._largest_peak(store, [], "", tmp_path) == 812.5
+    import torch
+
+    assert peak_mb(torch.device("cpu")) > 0
