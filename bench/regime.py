@@ -6,7 +6,7 @@ Usage:
     >>> regime_settings("tip_adapter_f", "imagenet", "published")
     {'precision': 'pure_fp16', 'select_epoch_on': 'test', 'search_on': 'test'}
 
-What `published` changes, per method (methods-and-protocol §14; each item read in the official code):
+What `published` changes, per method (each item read in the official code named beside it):
 - Pure fp16 (`precision: pure_fp16`): Dassl's `PREC: fp16`, the default of the train.py of CoOp, CoCoOp, CLIPFit,
   KgCoOp, MaPLe and PromptSRC (KaiyangZhou/CoOp train.py; minglllli/CLIPFit CLIPFit/train.py; htyao89/KgCoOp
   KgCoOp/train.py; muzairkhattak/multimodal-prompt-learning and muzairkhattak/PromptSRC train.py), and Tip-Adapter's

@@ -3,11 +3,11 @@
 Usage:
     >>> stats = train(method, train_items, cfg, shots=16, seed=1, device=torch.device("cpu"), ckpt_dir=run/"ckpt")
 
-Conventions (see methods-and-protocol §2.6): SGD (momentum, weight decay on every trainable tensor, as Dassl) or
-AdamW; Dassl's schedule (the first `warmup_epochs` at a constant `warmup_lr`, then cosine over the epoch budget,
-stepped per epoch) or a per-iteration cosine (CLIP-LoRA); drop_last only when the set is at least one batch;
-mixed precision with fp32 master weights (bf16 autocast on CUDA by default, fp32 on the CPU); only trainable
-tensors get gradients and optimizer state. Each epoch re-seeds the RNGs from (seed, epoch), so a run resumed
+Conventions (as KaiyangZhou/Dassl.pytorch and MaxZanella/CLIP-LoRA run them): SGD (momentum, weight decay on
+every trainable tensor, as Dassl) or AdamW; Dassl's schedule (the first `warmup_epochs` at a constant
+`warmup_lr`, then cosine over the epoch budget, stepped per epoch) or a per-iteration cosine (CLIP-LoRA);
+drop_last only when the set is at least one batch; mixed precision with fp32 master weights (bf16 autocast on
+CUDA by default, fp32 on the CPU); only trainable tensors get gradients and optimizer state. Each epoch re-seeds the RNGs from (seed, epoch), so a run resumed
 from an epoch checkpoint ends bit-identical to an uninterrupted one on the CPU.
 """
 
