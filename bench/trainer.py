@@ -99,11 +99,12 @@ class DivergedError(RuntimeError):
 
 class LossWatch:
     """Keeps each step's loss on the device and reads the losses back rarely (every `READ_EVERY_S` seconds at an
-    epoch's end, at checkpoints and at the end): the host never waits for the device inside the loop. A read also
-    checks every trainable tensor at once (one max-abs per tensor, foreach); a non-finite loss or tensor fails the
-    cell naming the first step it came from."""
+    epoch's end, every `READ_EVERY_STEPS` steps within a long epoch, at checkpoints and at the end): the host waits
+    for the device only then. A read also checks every trainable tensor at once (one max-abs per tensor,
+    foreach); a non-finite loss or tensor fails the cell naming the first step it came from."""
 
     READ_EVERY_S = 10.0
+    READ_EVERY_STEPS = 1000
 
     def __init__(self, stats: TrainStats, cfg: TrainConfig, params: dict[str, torch.nn.Parameter]):
         self.stats, self.cfg, self.params = stats, cfg, params
@@ -114,7 +115,7 @@ class LossWatch:
         self.pending.append((loss.detach(), epoch, it))
 
     def due(self) -> bool:
-        return time.perf_counter() - self.last_read >= self.READ_EVERY_S or len(self.pending) >= 1000
+        return time.perf_counter() - self.last_read >= self.READ_EVERY_S or len(self.pending) >= self.READ_EVERY_STEPS
 
     def read(self) -> None:
         """Read the pending losses and check the trainable tensors (one host sync)."""
@@ -222,6 +223,8 @@ def train(method, items: list[Item], cfg: TrainConfig, shots: int, seed: int, de
                 if it == start_it:                                    # for packing (no host sync)
                     write_probe(peak_mb(device))
                 watch.push(loss, epoch, it)
+                if len(watch.pending) >= watch.READ_EVERY_STEPS:     # long epochs (ImageNet): read within them too
+                    watch.read()
                 stats.images += len(labels)
                 it += 1
             stats.epochs = epoch + 1

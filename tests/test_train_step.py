@@ -3,6 +3,8 @@ to the same tensors; frozen weights held in the autocast dtype leave the numbers
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -76,3 +78,21 @@ def test_trainable_tensors_stay_fp32_master_weights(tiny_backbone):
     with frozen_weights_in(method, torch.bfloat16):
         assert trainable and all(p.dtype == torch.float32 for p in trainable.values())
         assert any(p.dtype == torch.bfloat16 for p in method.parameters() if not p.requires_grad)
+
+
+def test_the_loss_watch_reads_rarely_and_names_the_first_bad_step():
+    from bench.trainer import DivergedError, LossWatch, TrainStats
+
+    stats = TrainStats()
+    param = torch.nn.Parameter(torch.ones(3))
+    watch = LossWatch(stats, TrainConfig(), {"w": param})
+    for it, value in enumerate([2.0, 1.5, float("nan"), 1.0]):
+        watch.push(torch.tensor(value), epoch=0, it=it)
+    assert len(watch.pending) == 4 and math.isnan(stats.last_loss)       # nothing read back yet
+    with pytest.raises(DivergedError, match="loss is nan at epoch 1, iteration 3 .*last finite loss 1.5"):
+        watch.read()
+    watch.push(torch.tensor(0.5), epoch=1, it=4)
+    with torch.no_grad():
+        param[1] = float("inf")
+    with pytest.raises(DivergedError, match="trainable tensor w is not finite at epoch 2, iteration 5"):
+        watch.read()
