@@ -26,23 +26,21 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-LOW_PRECISION = {"auto": torch.bfloat16, "bf16": torch.bfloat16, "fp16": torch.float16,
-                 "pure_fp16": torch.float16}     # pure_fp16: fp16 weights too, under fp16 autocast (bench.regime)
+from bench.config import resolve_precision
+
+# the autocast dtype of each concrete precision (None: plain fp32); pure_fp16 also holds fp16 weights (bench.regime)
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "pure_fp16": torch.float16}
+
+
+def resolved_precision(cfg, device: torch.device) -> str:
+    """The precision that actually runs on `device`: `auto` resolved by the same rule planning uses
+    (bench.config.resolve_precision: bf16 on CUDA, fp32 elsewhere)."""
+    return resolve_precision(cfg.precision, "cuda" if device.type == "cuda" else "cpu")
 
 
 def autocast_dtype(cfg, device: torch.device) -> torch.dtype | None:
     """None = plain fp32. Weights always stay fp32 (master weights); autocast runs the matmuls in low precision."""
-    if cfg.precision == "fp32" or (cfg.precision == "auto" and device.type != "cuda"):
-        return None
-    return LOW_PRECISION[cfg.precision]
-
-
-def resolved_precision(cfg, device: torch.device) -> str:
-    """The precision that actually runs on `device` (auto resolved): fp32 | bf16 | fp16 | pure_fp16."""
-    if cfg.precision == "pure_fp16":
-        return "pure_fp16"
-    dtype = autocast_dtype(cfg, device)
-    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+    return AUTOCAST[resolved_precision(cfg, device)]
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None, cache: bool = True):

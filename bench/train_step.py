@@ -123,4 +123,4 @@ class GraphedStep(EagerStep):
 
 def make_step(method, optimizer, scaler, cfg, device: torch.device) -> EagerStep:
     """The cell's step: graphed when `cuda_graphs` is on (else, or where it cannot be, eager)."""
-    return (GraphedStep if getattr(cfg, "cuda_graphs", False) else EagerStep)(method, optimizer, scaler, cfg, device)
+    return (GraphedStep if cfg.cuda_graphs else EagerStep)(method, optimizer, scaler, cfg, device)
