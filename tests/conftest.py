@@ -10,6 +10,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("BENCH_DECODE_CACHE", tempfile.mkdtemp(prefix="bench-test-decoded-"))   # never ~/.cache
 os.environ.setdefault("BENCH_LOG_LEVEL", "WARNING")
+os.environ.setdefault("BENCH_WORKERS", "1")   # cells in the test's process (its monkeypatches reach them); test_packing runs workers
 sys.path.insert(0, str(Path(__file__).parent))
 
 import pytest  # noqa: E402

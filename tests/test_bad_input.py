@@ -187,6 +187,7 @@ CASES = {   # description (the README's first column): (example shown there, set
                                                                       "w.pt"))),
     "malformed architecture JSON": ("`--backbone arch.json`", write(
         "arch.json", '{"embed_dim": 64,', "error", run("--backbone", "arch.json", "--pretrained", "none"))),
+    "CPU workers below 1": ("`--workers 0`", argv("error", run("--workers", "0"))),
     "results root that is a file": ("`--results r` (a file)", write("r", "a file\n", "error", run())),
     "results root that is not writable": ("`--results taken/r` (`taken` a file)",
                                           write("taken", "a file\n", "error", run("--results", "taken/r"))),

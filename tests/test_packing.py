@@ -1,9 +1,13 @@
 """Packing cells onto one device: N worker processes share the cell list by lock, a further worker starts only
-when the device's free memory holds another cell, and --force never reruns what this sweep already finished."""
+when the device's free memory holds another cell, and --force never reruns what this sweep already finished. On
+the CPU, `bench run` packs one worker per CPU by default (conftest sets BENCH_WORKERS=1 for the other tests)."""
 
 from __future__ import annotations
 
+import pytest
+
 from bench.cli import main
+from bench.errors import BenchError
 from bench.executors import local
 from bench.results import ResultStore
 
@@ -61,3 +65,37 @@ def test_a_first_step_probe_sizes_the_packing_before_any_cell_ends(tmp_path, mon
     import torch
 
     assert peak_mb(torch.device("cpu")) > 0
+
+
+def test_the_cpu_default_is_one_worker_per_cpu_and_flags_choose(monkeypatch):
+    from bench.data import decoded
+
+    monkeypatch.setattr(decoded, "available_cpus", lambda: 4)
+    monkeypatch.delenv(local.WORKERS_ENV, raising=False)
+    assert local.cpu_workers(None, cells=186) == 4
+    assert local.cpu_workers(None, cells=3) == 3 and local.cpu_workers(None, cells=1) == 1
+    assert local.cpu_workers(2, cells=186) == 2
+    monkeypatch.setenv(local.WORKERS_ENV, "1")
+    assert local.cpu_workers(None, cells=186) == 1 and local.cpu_workers(3, cells=186) == 3   # the flag wins
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv(local.WORKERS_ENV, bad)
+        with pytest.raises(BenchError, match=local.WORKERS_ENV):
+            local.cpu_workers(None, cells=186)
+
+
+def test_a_default_cpu_run_packs_workers_and_gets_the_same_results(toy, tmp_path, monkeypatch, capfd):
+    """No flag, BENCH_WORKERS unset, 2 CPUs: two single-threaded workers share the cells, the parent shows one
+    progress bar, and every metric equals the in-process run's."""
+    from bench.data import decoded
+
+    monkeypatch.setattr(local, "free_mb", lambda device: 1e9)
+    monkeypatch.setattr(decoded, "available_cpus", lambda: 2)
+    slow = ["--set", "epochs=150"]                                        # the 2nd worker starts at the 1st step
+    assert run(toy, tmp_path / "one", *slow) == 0                         # BENCH_WORKERS=1 (conftest): in-process
+    monkeypatch.delenv(local.WORKERS_ENV)
+    capfd.readouterr()
+    assert run(toy, tmp_path / "two", *slow) == 0
+    assert "8/8" in capfd.readouterr().err
+    one, two = results(tmp_path / "one"), results(tmp_path / "two")
+    assert len({x["env"]["pid"] for x in one}) == 1 and len({x["env"]["pid"] for x in two}) == 2
+    assert {x["cell_id"]: x["metrics"] for x in one} == {x["cell_id"]: x["metrics"] for x in two}

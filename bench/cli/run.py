@@ -20,6 +20,9 @@ def add_arguments(p) -> None:
     e.add_argument("--gpus", help="local: comma-separated GPU ids, one worker process per GPU")
     e.add_argument("--cells-per-gpu", type=int, metavar="N",
                    help="run N cells at once on each GPU (local, and inside each SLURM task), as memory allows")
+    e.add_argument("--workers", type=int, metavar="N",
+                   help="local, on the CPU: run N cells at once, each on CPUs/N threads, as memory allows "
+                        "(default: one per CPU; $BENCH_WORKERS; 1 runs them in this process)")
     e.add_argument("--force", action="store_true", help="rerun cells even when a completed result exists")
     e.add_argument("--retry-failed", action="store_true", help="run only the cells whose last result failed")
     e.add_argument("--no-leaderboard", action="store_true", help="do not regenerate results/LEADERBOARD.md")
@@ -56,11 +59,15 @@ def execute(args) -> int:
     def flag_checks(grid) -> None:             # before the mini world is built or waited for
         if args.executor in ("slurm", "debug"):
             _slurm_options(args)
-        elif grid.regime != "default" and not args.gpus:      # pure fp16 on this machine's device
-            from bench.cell import _device
-            from bench.regime import check_fp16
+        else:
+            from bench.executors.local import requested_workers
 
-            check_fp16(_device())
+            requested_workers(args.workers)
+            if grid.regime != "default" and not args.gpus:     # pure fp16 on this machine's device
+                from bench.cell import _device
+                from bench.regime import check_fp16
+
+                check_fp16(_device())
         store.check_writable()                 # last: it creates the results root
 
     grid = build_grid(args, prepare_world=True, before_data=flag_checks)
@@ -83,8 +90,9 @@ def execute(args) -> int:
           + (f", regime {grid.regime}" if grid.regime != "default" else "") + f"; results in {args.results})", flush=True)
     cluster = bool(todo) and args.executor in ("slurm", "debug")
     options = _slurm_options(args) if cluster else None
+    per_device = _cells_at_once(args, len(todo)) if todo and not cluster else 1
     if todo:
-        _check_backbone(grid, load=args.executor == "local" and not args.gpus and (args.cells_per_gpu or 1) == 1)
+        _check_backbone(grid, load=args.executor == "local" and not args.gpus and per_device == 1)
     if not cluster:
         store.write_sweep(sweep)                # only an accepted run is a sweep whose cells the leaderboard expects
     failed = 0
@@ -103,11 +111,11 @@ def execute(args) -> int:
             failed = sum(store.status(c) == "failed" for c in todo)
         else:
             return 0
-    elif todo and (args.gpus or (args.cells_per_gpu or 1) > 1):
+    elif todo and (args.gpus or per_device > 1):
         from bench.executors.local import run_packed
 
         devices = [g.strip() for g in args.gpus.split(",")] if args.gpus else [None]
-        failed = run_packed(todo, args.results, devices, args.cells_per_gpu or 1, args.force)["failed"]
+        failed = run_packed(todo, args.results, devices, per_device, args.force)["failed"]
     elif todo:
         from bench.executors.local import run_local
 
@@ -117,6 +125,17 @@ def execute(args) -> int:
     if failed:
         print(f"{failed} cell(s) failed; see `bench status {args.results}`")
     return 1 if failed else 0
+
+
+def _cells_at_once(args, cells: int) -> int:
+    """Cells at once per device: --cells-per-gpu on a GPU (default 1); on the CPU --workers (or --cells-per-gpu),
+    else $BENCH_WORKERS, else one per CPU (bench.executors.local.cpu_workers)."""
+    from bench.device_target import local_device_kind
+    from bench.executors.local import cpu_workers
+
+    if args.gpus or local_device_kind() == "cuda":
+        return args.cells_per_gpu or 1
+    return cpu_workers(args.workers if args.workers is not None else args.cells_per_gpu, cells)
 
 
 def _check_backbone(grid, load: bool) -> None:
