@@ -132,7 +132,8 @@ def _execute(cell: dict, run_dir: Path, result: dict) -> None:
     opts = EvalOptions(amp=autocast_dtype(tcfg, device), fast=tcfg.fast, batch_size=tcfg.test_batch_size,
                        fast_batch_size=tcfg.eval_batch_size, num_workers=tcfg.num_workers)
     result["runtime"] = {"device": _device_name(device),          # what ran (the config holds what was planned)
-                         "precision": resolved_precision(tcfg, device)}
+                         "precision": resolved_precision(tcfg, device),
+                         "threads": torch.get_num_threads()}      # CPU results can move by an image with it
     fit = FitData(train_items, val_items, val_full, tcfg, device, cfg["seed"],
                   features=lambda items: image_features(method, items, device, opts, cache),
                   test=regime.test_items(cfg, evals))            # only where the settings select on the test set

@@ -199,10 +199,13 @@ def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(toy, tmp_path, capsys)
 
 
 def test_result_records_config_manifest_versions_and_cost(toy, tmp_path):
+    import torch
+
     cell = expand(grid(toy, sets={"epochs": 1}))[0]
     res = run_cell(cell, tmp_path)
     assert res["status"] == "completed" and res["schema_version"] == 2
-    assert res["runtime"] == {"device": "cpu", "precision": "fp32"}        # what ran, beside what was planned
+    assert res["runtime"] == {"device": "cpu", "precision": "fp32",        # what ran, beside what was planned
+                              "threads": torch.get_num_threads()}
     assert res["config"]["train"]["precision"] == "fp32" and res["config"]["target_device"] == "cpu"
     assert res["data"]["manifest_sha256"] == cell["manifest_sha256"]
     assert res["cost"]["trainable_params"] == 448 and res["cost"]["images_per_s"] > 0
